@@ -1,0 +1,202 @@
+"""The ``ragar`` command line: the composition root that wires every package together.
+
+Every command prints its result as a table and writes it as JSON; visual results also go into an
+HTML report. Errors a user can cause (bad config, bad data, unknown ids) exit with code 2 and a
+message that names the problem; nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ragar.config import ConfigError, RagarConfig, load_config
+
+app = typer.Typer(help="RAGAR: recommendation-guided personalized image generation.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+world_app = typer.Typer(help="The embedded synthetic world.", no_args_is_help=True)
+data_app = typer.Typer(help="Dataset validation and statistics.", no_args_is_help=True)
+eval_app = typer.Typer(help="Offline evaluation.", no_args_is_help=True)
+app.add_typer(world_app, name="world")
+app.add_typer(data_app, name="data")
+app.add_typer(eval_app, name="eval")
+
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="named config (configs/<name>.yaml) "
+                                               "or a YAML path, layered over configs/defaults.yaml")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set world.seed=3")]
+
+
+class UserError(Exception):
+    """An error the user can fix: printed without a traceback, exit code 2."""
+
+
+def fail(msg: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {msg}", highlight=False)
+    return typer.Exit(2)
+
+
+def get_config(name: str | None, sets: list[str] | None) -> RagarConfig:
+    try:
+        return load_config(name, sets or [])
+    except ConfigError as e:
+        raise fail(str(e)) from None
+
+
+def print_table(rows: list[dict], title: str | None = None) -> None:
+    if not rows:
+        console.print(f"{title}: (no rows)")
+        return
+    t = Table(title=title)
+    for c in rows[0]:
+        t.add_column(escape(str(c)), justify="left" if c == next(iter(rows[0])) else "right")
+    for r in rows:
+        t.add_row(*(f"{v:.4g}" if isinstance(v, float) else escape(str(v)) for v in r.values()))
+    console.print(t)
+
+
+# --- world ------------------------------------------------------------------------------------
+
+@world_app.command("build")
+def world_build(
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")],
+    size: Annotated[str, typer.Option(help="tiny | demo | large (a named config)")] = "demo",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiet: bool = False,
+) -> None:
+    """Generate the synthetic world (catalog, renders, distractors, users, logs, oracle)."""
+    from recsys.world.build import build_world
+
+    cfg = get_config(config or size, set_)
+    t0 = time.perf_counter()
+    manifest = build_world(cfg.world, out, progress=not quiet)
+    seconds = time.perf_counter() - t0
+    rows = [{"what": k, "count": v} for k, v in manifest["counts"].items()]
+    print_table([*rows, {"what": "seconds", "count": round(seconds, 2)}], f"world {out}")
+
+
+def _build_world_cached(cfg: RagarConfig, out: Path) -> dict:
+    """Reuse a world whose manifest was built from the same world config."""
+    from recsys.world.build import build_world
+
+    manifest_path = out / "world.json"
+    want = json.loads(cfg.world.model_dump_json())
+    if manifest_path.exists():
+        have = json.loads(manifest_path.read_text())
+        if have.get("config") == want:
+            console.print(f"world at {out} is up to date (same config); reusing it")
+            return have
+    return build_world(cfg.world, out)
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+@data_app.command("validate")
+def data_validate(
+    root: Annotated[Path, typer.Argument(help="dataset directory")],
+    images: Annotated[str, typer.Option(help="check all | sample | none of the item images")] = "all",
+    sample: int = 2000,
+) -> None:
+    """Check a dataset against the contracts; exit code 2 and one line per problem if it fails."""
+    from recsys.data.validate import validate_dataset
+
+    if images not in ("all", "sample", "none"):
+        raise fail(f"--images must be all, sample or none, not {images!r}")
+    if not root.is_dir():
+        raise fail(f"{root} is not a directory")
+    problems = validate_dataset(root, images=images, sample=sample, progress=True)
+    if problems:
+        for p in problems:
+            err.print(f"[red]✗[/] {p}", highlight=False, soft_wrap=True)
+        err.print(f"{len(problems)} problem(s) in {root}")
+        raise typer.Exit(2)
+    console.print(f"[green]✓[/] {root} is a valid dataset")
+
+
+@data_app.command("stats")
+def data_stats(
+    root: Annotated[Path, typer.Argument(help="dataset directory")],
+    out: Annotated[Path | None, typer.Option(help="report directory (default: ROOT/report)")] = None,
+) -> None:
+    """Counts and distributions: a table, stats.json and stats.html (with the contact sheet)."""
+    from eval.report import write_json
+    from recsys.data.stats import dataset_stats
+
+    out = out or root / "report"
+    try:
+        stats = dataset_stats(root)
+    except FileNotFoundError as e:
+        raise fail(str(e)) from None
+    hist = stats.pop("_positives_hist")
+    summary = [{"stat": k, "value": v} for k, v in stats.items() if not isinstance(v, (dict, list))]
+    summary += [{"stat": f"events[{k}]", "value": v} for k, v in stats["events"].items()]
+    print_table(summary, f"dataset {root}")
+    print_table(stats["per_category"], "per category")
+    write_json(stats, out / "stats.json")
+    rep = _stats_report(root, stats, hist)
+    path = rep.write(out / "stats.html")
+    console.print(f"wrote {out / 'stats.json'} and {path}")
+
+
+def _stats_report(root: Path, stats: dict, hist: list[int]):
+    import matplotlib.pyplot as plt
+
+    from eval.report import HtmlReport
+
+    rep = HtmlReport(f"Dataset statistics: {root}")
+    rep.table([{"stat": k, "value": v} for k, v in stats.items() if not isinstance(v, (dict, list))])
+    rep.table(stats["per_category"], "per category")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    cats = [r["category"] for r in stats["per_category"]]
+    axes[0].bar(cats, [r["positives"] for r in stats["per_category"]], color="#4a7")
+    axes[0].set_title("positive events per category")
+    axes[0].tick_params(axis="x", rotation=45)
+    axes[1].hist(hist, bins=40, color="#47a")
+    axes[1].set_title("positive events per user")
+    rep.figure(fig, "Per-category and per-user distributions")
+    if (root / "views.parquet").exists():
+        from recsys.world.contact_sheet import contact_sheet
+
+        sheet = contact_sheet(root)
+        rep.heading("Contact sheet")
+        rep.image(sheet, "Each row: an item's views, then each near-identity distractor (red) beside the "
+                  "view it copies: one part changed, same style, pose and background.")
+    return rep
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+@app.command("demo")
+def demo(
+    out: Annotated[Path, typer.Option(help="where the demo writes everything")] = Path("runs/demo"),
+    config: ConfigOpt = "demo",
+    set_: SetOpt = None,
+) -> None:
+    """End to end on the embedded world: build it, summarise it, and write the reports."""
+    cfg = get_config(config, set_)
+    world_dir = out / "world"
+    _build_world_cached(cfg, world_dir)
+    data_stats(world_dir, out / "data")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

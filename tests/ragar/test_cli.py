@@ -1,0 +1,36 @@
+import json
+
+from typer.testing import CliRunner
+
+from ragar.cli import app
+
+runner = CliRunner()
+
+
+def test_world_build_validate_stats(tmp_path):
+    out = tmp_path / "w"
+    r = runner.invoke(app, ["world", "build", "--size", "tiny", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "interactions" in r.output
+    assert runner.invoke(app, ["data", "validate", str(out)]).exit_code == 0
+    r = runner.invoke(app, ["data", "stats", str(out)])
+    assert r.exit_code == 0, r.output
+    stats = json.loads((out / "report" / "stats.json").read_text())
+    assert stats["items"] == 48 and stats["categories"] == 8 and stats["events"]["click"] > 0
+    html = (out / "report" / "stats.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2  # the distribution plot and the contact sheet
+    assert "Contact sheet" in html
+
+
+def test_bad_config_exits_2(tmp_path):
+    r = runner.invoke(app, ["world", "build", "--size", "tiny", "--out", str(tmp_path), "--set", "world.x=1"])
+    assert r.exit_code == 2
+    assert "world.x" in r.output
+
+
+def test_demo_on_tiny_reuses_world(tmp_path):
+    r = runner.invoke(app, ["demo", "--out", str(tmp_path), "--config", "tiny"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "data" / "stats.html").exists()
+    r = runner.invoke(app, ["demo", "--out", str(tmp_path), "--config", "tiny"])
+    assert "up to date" in r.output
