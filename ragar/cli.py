@@ -29,7 +29,7 @@ app.add_typer(world_app, name="world")
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
 
-console = Console(stderr=False)
+console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="named config (configs/<name>.yaml) "
@@ -175,6 +175,124 @@ def _stats_report(root: Path, stats: dict, hist: list[int]):
     return rep
 
 
+# --- embeddings and preference -------------------------------------------------------------
+
+def _encoders(cfg: RagarConfig):
+    from ragar.encoders.registry import build_image_encoder, build_text_encoder
+
+    try:
+        return (build_image_encoder(cfg.encoder.image, cfg.encoder.image_size),
+                build_text_encoder(cfg.encoder.text))
+    except (ValueError, FileNotFoundError, OSError) as e:
+        raise fail(f"cannot load encoders: {e}") from None
+
+
+def _embed(cfg: RagarConfig, data: Path, progress: bool = True):
+    from ragar.encoders.catalog import embed_catalog
+
+    if not (data / "items.parquet").exists():
+        raise fail(f"{data} has no items.parquet: not a dataset directory")
+    img, txt = _encoders(cfg)
+    return embed_catalog(data, img, txt, batch_size=cfg.encoder.batch_size, progress=progress)
+
+
+@app.command("embed")
+def embed(
+    data: Annotated[Path, typer.Option("--data", "-d", help="dataset directory")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Embed a catalog (image + title) once; cached by item id and encoder fingerprint."""
+    cfg = get_config(config, set_)
+    t0 = time.perf_counter()
+    emb = _embed(cfg, data)
+    rows = [{"what": "items", "value": len(emb.ids)}, {"what": "image dim", "value": emb.image.shape[1]},
+            {"what": "text dim", "value": 0 if emb.text is None else emb.text.shape[1]},
+            {"what": "fingerprint", "value": emb.fingerprint},
+            {"what": "seconds", "value": round(time.perf_counter() - t0, 2)}]
+    print_table(rows, f"embeddings of {data}")
+
+
+@eval_app.command("preference")
+def eval_preference(
+    data: Annotated[Path, typer.Option("--data", "-d", help="a world directory (needs the oracle)")],
+    out: Annotated[Path | None, typer.Option(help="report directory (default: DATA/report)")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> dict:
+    """Compare preference methods on the same (user, reference) pairs against the oracle."""
+    from eval.report import write_json
+    from recsys.preference import METHODS
+    from recsys.preference_eval import evaluate_preference
+    from recsys.world.oracle import World
+
+    cfg = get_config(config, set_)
+    unknown = [m for m in cfg.eval_preference.methods if m not in METHODS]
+    if unknown:
+        raise fail(f"unknown preference methods {unknown}; known: {list(METHODS)}")
+    try:
+        world = World(data)
+    except FileNotFoundError as e:
+        raise fail(str(e)) from None
+    emb = _embed(cfg, data)
+    vectors = emb.combined(cfg.encoder.text_weight)
+    res = evaluate_preference(world, emb.ids, vectors, cfg.eval_preference.methods, cfg.preference,
+                              k=cfg.eval_preference.k, max_pairs=cfg.eval_preference.max_pairs,
+                              seed=cfg.world.seed)
+    out = out or data / "report"
+    print_table(res["rows"], "preference methods (same pairs)")
+    summary = {"rows": res["rows"], "encoder": emb.fingerprint, "text_weight": cfg.encoder.text_weight,
+               "preference": cfg.preference.model_dump(), "k": res["k"]}
+    write_json(summary, out / "preference.json")
+    path = _preference_report(world, emb.ids, res, cfg).write(out / "preference.html")
+    console.print(f"wrote {out / 'preference.json'} and {path}")
+    return summary
+
+
+def _preference_report(world, ids, res: dict, cfg: RagarConfig):
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from eval.report import HtmlReport
+
+    k = res["k"]
+    rep = HtmlReport("Preference methods on the world")
+    rep.paragraph(f"Same (user, reference) pairs for every method; reference = another item of the held-out "
+                  f"item's category. ideal_cos: cosine to the oracle's ideal items; hr@{k}: the held-out item "
+                  f"in the top {k} when the preference embedding queries the catalog (history excluded).")
+    rep.table(res["rows"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    names = [r["method"] for r in res["rows"]]
+    for ax, key in zip(axes, ["ideal_cos", f"hr@{k}"], strict=True):
+        ax.bar(names, [r[key] for r in res["rows"]], yerr=[r[f"{key}_ci95"] for r in res["rows"]],
+               capsize=4, color=["#c33", "#888", "#aaa", "#47a"][: len(names)])
+        ax.set_title(f"{key} (95% CI)")
+    rep.figure(fig, "Means with 95% confidence intervals over pairs")
+    # one worked example: the reference, then the history sorted by RAGAR weight
+    pairs, ex = res["pairs"], res["example"]
+    h = pairs.history
+    i = int(np.argmax(h.lengths()))
+    order = np.argsort(-ex["weights"][i])[: min(12, int(h.lengths()[i]))]
+    paths = dict(zip(world.items["item_id"], world.items["image"], strict=True))
+    cell = 72
+    sheet = Image.new("RGB", ((len(order) + 1) * (cell + 6) + 6, cell + 40), "white")
+    d = ImageDraw.Draw(sheet)
+    ref_id = ids[pairs.reference_pos[i]]
+    sheet.paste(Image.open(world.root / paths[ref_id]).convert("RGB").resize((cell, cell)), (6, 6))
+    d.text((6, cell + 10), "reference", fill=(0, 0, 200))
+    for j, slot in enumerate(order):
+        item = h.item_ids[i][slot]
+        x = 6 + (j + 1) * (cell + 6)
+        sheet.paste(Image.open(world.root / paths[item]).convert("RGB").resize((cell, cell)), (x, 6))
+        d.text((x, cell + 10), f"w={ex['weights'][i][slot]:.2f}", fill=(0, 0, 0))
+        d.text((x, cell + 24), f"s={ex['similarity'][i][slot]:.2f}", fill=(90, 90, 90))
+    rep.heading("Example: the weights of one user's history")
+    rep.image(sheet, f"user {pairs.user_ids[i]}, reference {ref_id}: history items by RAGAR weight w "
+              f"(s = cosine to the reference); {int(h.lengths()[i])} items in the history")
+    return rep
+
+
 # --- demo ---------------------------------------------------------------------------------------
 
 @app.command("demo")
@@ -188,6 +306,16 @@ def demo(
     world_dir = out / "world"
     _build_world_cached(cfg, world_dir)
     data_stats(world_dir, out / "data")
+    summary = eval_preference(world_dir, out / "preference", config, set_)
+    rows = {r["method"]: r for r in summary["rows"]}
+    if "ragar" in rows:
+        k = summary["k"]
+        for base in ("uniform", "recency"):
+            if base in rows:
+                d_cos = rows["ragar"]["ideal_cos"] - rows[base]["ideal_cos"]
+                d_hr = rows["ragar"][f"hr@{k}"] - rows[base][f"hr@{k}"]
+                console.print(f"ragar vs {base}: ideal_cos {d_cos:+.3f}, hr@{k} {d_hr:+.3f}")
+    console.print(f"reports in {out}")
 
 
 def main() -> None:

@@ -91,11 +91,14 @@ class RetrievalPreference:
         request time (the recency baseline falls back to slot order, last = newest, without it)."""
         history = torch.as_tensor(history, dtype=torch.float32)
         reference = torch.as_tensor(reference, dtype=torch.float32)
+        if history.ndim != 3:
+            raise ValueError(f"history must be (B, N, D), got shape {tuple(history.shape)}")
         b, n, _ = history.shape
         mask = torch.ones(b, n, dtype=torch.bool) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
         _check(history, reference, mask)
         cfg = self.config
-        h = torch.nn.functional.normalize(history, dim=-1)
+        # padding may hold anything (even NaN): zero it so 0-weight slots cannot poison the sum
+        h = torch.nn.functional.normalize(history.masked_fill(~mask[..., None], 0.0), dim=-1)
         r = torch.nn.functional.normalize(reference, dim=-1)
         sim = torch.einsum("bnd,bd->bn", h, r).masked_fill(~mask, float("nan"))
         keep = mask.clone()

@@ -21,7 +21,7 @@ class WorldConfig(BaseModel):
     styles_per_identity: int = Field(4, ge=1, le=48)
     views_per_item: int = Field(4, ge=4)
     distractors_per_item: int = Field(2, ge=0, description="near-identity distractors per item")
-    n_users: int = Field(300, ge=1)
+    n_users: int = Field(1000, ge=1)
     requests_per_user: float = Field(30.0, gt=0, description="mean browsing requests per user")
     slate_size: int = Field(10, ge=1, le=100)
     in_category_share: float = Field(0.7, ge=0, le=1, description="slate share from the request's category")

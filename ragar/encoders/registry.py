@@ -1,0 +1,31 @@
+"""Build encoders from config strings (``efficientnet-lite0``, ``clip:<dir>``, ``siglip:<dir>``,
+``minilm``, ``none``, or a sentence-transformers directory)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from ragar.encoders.base import ImageEncoder, TextEncoder
+
+
+@lru_cache(maxsize=8)
+def build_image_encoder(spec: str, image_size: int = 224) -> ImageEncoder:
+    if spec == "efficientnet-lite0":
+        from ragar.encoders.efficientnet import EfficientNetLiteEncoder
+
+        return EfficientNetLiteEncoder(image_size)
+    kind, _, path = spec.partition(":")
+    if kind in ("clip", "siglip") and path:
+        from ragar.encoders.hf_vision import HFVisionEncoder
+
+        return HFVisionEncoder(path, kind)
+    raise ValueError(f"unknown image encoder {spec!r}: use efficientnet-lite0, clip:<dir> or siglip:<dir>")
+
+
+@lru_cache(maxsize=4)
+def build_text_encoder(spec: str | None) -> TextEncoder | None:
+    if spec in (None, "none", ""):
+        return None
+    from ragar.encoders.text import SentenceTextEncoder
+
+    return SentenceTextEncoder(None if spec == "minilm" else spec)

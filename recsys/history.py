@@ -1,0 +1,85 @@
+"""User histories as padded batches for the preference module.
+
+A history is the user's positive events strictly before a cut time (per request), one row per
+item (the strongest event wins: like > click > view; the latest time is kept), newest last, at
+most ``max_len`` items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+
+from recsys.data.schema import POSITIVE_EVENTS
+
+_EVENT_RANK = {"view": 0, "click": 1, "like": 2}
+
+
+@dataclass
+class HistoryBatch:
+    user_ids: list[str]
+    item_ids: list[list[str]]   # per row, oldest first
+    positions: np.ndarray       # (B, N) row positions in the embedding table, -1 on padding
+    mask: np.ndarray            # (B, N) bool
+    event_types: list[list[str]]
+    age_days: np.ndarray        # (B, N) age at the cut time, 0 on padding
+
+    def lengths(self) -> np.ndarray:
+        return self.mask.sum(1)
+
+
+def collapse_positives(interactions: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """One row per (user, item): the strongest positive event and its latest time."""
+    return (
+        interactions.lazy().filter(pl.col("event_type").is_in(POSITIVE_EVENTS))
+        .with_columns(pl.col("event_type").replace_strict(_EVENT_RANK, default=0, return_dtype=pl.Int8)
+                      .alias("_rank"))
+        .group_by("user_id", "item_id")
+        .agg(pl.col("timestamp").max(), pl.col("_rank").max())
+        .with_columns(pl.col("_rank").replace_strict({v: k for k, v in _EVENT_RANK.items()},
+                                                     return_dtype=pl.String).alias("event_type"))
+        .drop("_rank")
+    )
+
+
+def build_histories(interactions: pl.DataFrame | pl.LazyFrame, requests: pl.DataFrame,
+                    item_positions: dict[str, int], max_len: int = 200) -> HistoryBatch:
+    """``requests`` has ``user_id`` and ``as_of`` (datetime): one history row per request, built
+    from events strictly before ``as_of``. Items missing from ``item_positions`` are dropped."""
+    req = requests.select("user_id", "as_of").with_row_index("_row")
+    ev = interactions.lazy().filter(pl.col("event_type").is_in(POSITIVE_EVENTS)).join(
+        req.lazy().select("user_id").unique(), on="user_id", how="semi")
+    ev = ev.join(req.lazy(), on="user_id").filter(pl.col("timestamp") < pl.col("as_of"))
+    ev = (
+        ev.with_columns(pl.col("event_type").replace_strict(_EVENT_RANK, default=0, return_dtype=pl.Int8)
+                        .alias("_rank"))
+        .group_by("_row", "item_id").agg(pl.col("timestamp").max(), pl.col("_rank").max(), pl.col("as_of").first())
+        .filter(pl.col("item_id").is_in(list(item_positions)))
+        .sort("_row", "timestamp")
+        .group_by("_row", maintain_order=True)
+        .agg(pl.col("item_id").tail(max_len), pl.col("_rank").tail(max_len),
+             ((pl.col("as_of") - pl.col("timestamp")).dt.total_seconds() / 86400.0).tail(max_len).alias("age"))
+        .collect()
+    )
+    b = req.height
+    n = max(1, int(ev["item_id"].list.len().max() or 0)) if ev.height else 1
+    positions = np.full((b, n), -1, np.int64)
+    age = np.zeros((b, n), np.float32)
+    item_ids: list[list[str]] = [[] for _ in range(b)]
+    events: list[list[str]] = [[] for _ in range(b)]
+    inv_rank = {v: k for k, v in _EVENT_RANK.items()}
+    for row, items, ranks, ages in ev.iter_rows():
+        positions[row, : len(items)] = [item_positions[i] for i in items]
+        age[row, : len(items)] = ages
+        item_ids[row] = list(items)
+        events[row] = [inv_rank[r] for r in ranks]
+    return HistoryBatch(req["user_id"].to_list(), item_ids, positions, positions >= 0, events, age)
+
+
+def requests_at(user_ids: list[str], as_of: list[datetime] | datetime) -> pl.DataFrame:
+    if isinstance(as_of, datetime):
+        as_of = [as_of] * len(user_ids)
+    return pl.DataFrame({"user_id": user_ids, "as_of": as_of}).with_columns(pl.col("as_of").cast(pl.Datetime("us")))
