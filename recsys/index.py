@@ -47,7 +47,9 @@ class ItemIndex:
         if kind == "flat":
             self.index = faiss.IndexFlatIP(dim)
         elif kind == "hnsw":
-            self.index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            # on unit vectors L2 ranks exactly like inner product, and HNSW builds a far better
+            # graph with it (scores are mapped back to cosine in search)
+            self.index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_L2)
             self.index.hnsw.efSearch = hnsw_ef_search
             self.index.hnsw.efConstruction = max(40, hnsw_m * 2)
         else:
@@ -104,6 +106,8 @@ class ItemIndex:
         if k < 1:
             raise ValueError("k must be >= 1")
         scores, pos = self.index.search(q, k)
+        if self.kind == "hnsw":
+            scores = 1.0 - scores / 2.0  # squared L2 between unit vectors -> cosine
         idarr = np.asarray([*self.ids, ""], dtype=object)
         ids = idarr[np.where(pos < 0, len(self.ids), pos)]
         return SearchResult(ids.astype(str), np.where(pos < 0, -np.inf, scores), pos)

@@ -48,7 +48,8 @@ class PreferenceResult:
     method: str
 
 
-def _check(history: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> None:
+def _check(history: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Validate shapes and values in one pass over the history; returns the (B, N) history norms."""
     if history.ndim != 3 or reference.ndim != 2:
         raise ValueError(f"history must be (B, N, D) and reference (B, D); got {tuple(history.shape)} and "
                          f"{tuple(reference.shape)}")
@@ -57,15 +58,17 @@ def _check(history: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -
                          f"{tuple(reference.shape)} (batch and embedding dims must agree)")
     if mask.shape != history.shape[:2]:
         raise ValueError(f"mask shape {tuple(mask.shape)} does not match history {tuple(history.shape[:2])}")
-    if not torch.isfinite(reference).all():
+    rnorm = reference.norm(dim=-1)
+    if not torch.isfinite(rnorm).all():
         raise ValueError("reference embedding contains NaN or inf")
-    valid = history[mask]
-    if not torch.isfinite(valid).all():
-        raise ValueError("history embeddings contain NaN or inf")
-    if (reference.norm(dim=-1) < 1e-12).any():
+    if (rnorm < 1e-12).any():
         raise ValueError("reference embedding is a zero vector (cosine similarity is undefined)")
-    if valid.numel() and (valid.norm(dim=-1) < 1e-12).any():
+    norms = history.norm(dim=-1)  # NaN/inf anywhere in a vector make its norm non-finite
+    if (~torch.isfinite(norms) & mask).any():
+        raise ValueError("history embeddings contain NaN or inf")
+    if ((norms < 1e-12) & mask).any():
         raise ValueError("history contains a zero vector (cosine similarity is undefined)")
+    return norms
 
 
 class RetrievalPreference:
@@ -95,12 +98,16 @@ class RetrievalPreference:
             raise ValueError(f"history must be (B, N, D), got shape {tuple(history.shape)}")
         b, n, _ = history.shape
         mask = torch.ones(b, n, dtype=torch.bool) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
-        _check(history, reference, mask)
+        norms = _check(history, reference, mask)
         cfg = self.config
-        # padding may hold anything (even NaN): zero it so 0-weight slots cannot poison the sum
-        h = torch.nn.functional.normalize(history.masked_fill(~mask[..., None], 0.0), dim=-1)
+        # padding may hold anything (even NaN): zero it, only when it must, so 0-weight slots
+        # cannot poison the weighted sum (0 * NaN = NaN)
+        if not torch.isfinite(norms).all():
+            history = history.masked_fill(~mask[..., None], 0.0)
+            norms = norms.masked_fill(~mask, 1.0)
+        inv = 1.0 / norms.clamp_min(1e-12)
         r = torch.nn.functional.normalize(reference, dim=-1)
-        sim = torch.einsum("bnd,bd->bn", h, r).masked_fill(~mask, float("nan"))
+        sim = (torch.bmm(history, r[:, :, None])[..., 0] * inv).masked_fill(~mask, float("nan"))
         keep = mask.clone()
         neg = torch.finfo(torch.float32).min
         if cfg.method == "reference-only":
@@ -129,7 +136,7 @@ class RetrievalPreference:
         has = keep.any(dim=1)
         weights = torch.where(has[:, None], weights / weights.sum(1, keepdim=True).clamp_min(1e-30),
                               torch.zeros_like(weights))
-        emb = torch.einsum("bn,bnd->bd", weights, h)
+        emb = torch.bmm((weights * inv)[:, None, :], history)[:, 0]  # sum_i w_i h_i / |h_i|
         emb = torch.where(has[:, None], emb, reference)
         fallback = [None if ok else ("empty-history" if not m.any() else "all-below-floor")
                     for ok, m in zip(has.tolist(), mask, strict=True)]
