@@ -46,11 +46,12 @@ def collapse_positives(interactions: pl.DataFrame | pl.LazyFrame) -> pl.LazyFram
 
 
 def build_histories(interactions: pl.DataFrame | pl.LazyFrame, requests: pl.DataFrame,
-                    item_positions: dict[str, int], max_len: int = 200) -> HistoryBatch:
+                    item_positions: dict[str, int], max_len: int = 200,
+                    events: tuple[str, ...] = POSITIVE_EVENTS) -> HistoryBatch:
     """``requests`` has ``user_id`` and ``as_of`` (datetime): one history row per request, built
-    from events strictly before ``as_of``. Items missing from ``item_positions`` are dropped."""
+    from ``events`` strictly before ``as_of``. Items missing from ``item_positions`` are dropped."""
     req = requests.select("user_id", "as_of").with_row_index("_row")
-    ev = interactions.lazy().filter(pl.col("event_type").is_in(POSITIVE_EVENTS)).join(
+    ev = interactions.lazy().filter(pl.col("event_type").is_in(events)).join(
         req.lazy().select("user_id").unique(), on="user_id", how="semi")
     ev = ev.join(req.lazy(), on="user_id").filter(pl.col("timestamp") < pl.col("as_of"))
     ev = (

@@ -108,39 +108,50 @@ class RetrievalPreference:
         inv = 1.0 / norms.clamp_min(1e-12)
         r = torch.nn.functional.normalize(reference, dim=-1)
         sim = (torch.bmm(history, r[:, :, None])[..., 0] * inv).masked_fill(~mask, float("nan"))
-        keep = mask.clone()
-        neg = torch.finfo(torch.float32).min
         if cfg.method == "reference-only":
             return PreferenceResult(reference.clone(), torch.zeros(b, n), sim, [None] * b, cfg.method)
-        if cfg.method == "uniform":
-            logits = torch.zeros(b, n)
-        elif cfg.method == "recency":
-            age = age_days if age_days is not None else (n - 1 - torch.arange(n, dtype=torch.float32)).expand(b, n)
-            logits = -math.log(2) * torch.as_tensor(age, dtype=torch.float32) / cfg.recency_half_life_days
-        else:  # ragar
-            if cfg.floor is not None:
-                keep &= sim >= cfg.floor
-            k = min(cfg.top_k, n)
-            if k < n:
-                s = sim.masked_fill(~keep, neg)
-                top = s.topk(k, dim=1).indices
-                in_top = torch.zeros_like(keep).scatter_(1, top, True)
-                keep &= in_top
-            logits = sim.nan_to_num(0.0) / cfg.temperature
-            if event_weight is not None:
-                logits = logits + torch.as_tensor(event_weight, dtype=torch.float32).clamp_min(1e-12).log()
-            if age_days is not None and cfg.half_life_days:
-                logits = logits - math.log(2) * torch.as_tensor(age_days, dtype=torch.float32) / cfg.half_life_days
-        logits = logits.masked_fill(~keep, neg)
-        weights = torch.softmax(logits, dim=1) * keep
-        has = keep.any(dim=1)
-        weights = torch.where(has[:, None], weights / weights.sum(1, keepdim=True).clamp_min(1e-30),
-                              torch.zeros_like(weights))
+        weights = preference_weights(sim, mask, cfg, event_weight, age_days)
+        has = weights.sum(1) > 0
         emb = torch.bmm((weights * inv)[:, None, :], history)[:, 0]  # sum_i w_i h_i / |h_i|
         emb = torch.where(has[:, None], emb, reference)
         fallback = [None if ok else ("empty-history" if not m.any() else "all-below-floor")
                     for ok, m in zip(has.tolist(), mask, strict=True)]
         return PreferenceResult(emb, weights, sim, fallback, cfg.method)
+
+
+def preference_weights(sim: torch.Tensor, mask: torch.Tensor, config: PreferenceConfig,
+                       event_weight: torch.Tensor | None = None, age_days: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+    """Weights over the last dim of ``sim`` (any leading dims: (B, N), or (B, C, N) for C candidate
+    references per history). Rows with nothing kept get all-zero weights (the caller falls back).
+    ``event_weight`` and ``age_days`` broadcast against ``sim``."""
+    cfg = config
+    n = sim.shape[-1]
+    neg = torch.finfo(torch.float32).min
+    keep = mask.expand_as(sim).clone()
+    if cfg.method == "uniform":
+        logits = torch.zeros_like(sim)
+    elif cfg.method == "recency":
+        age = age_days if age_days is not None else (n - 1 - torch.arange(n, dtype=torch.float32))
+        logits = (-math.log(2) * torch.as_tensor(age, dtype=torch.float32) / cfg.recency_half_life_days
+                  ).expand_as(sim)
+    elif cfg.method == "ragar":
+        if cfg.floor is not None:
+            keep &= sim >= cfg.floor
+        k = min(cfg.top_k, n)
+        if k < n:
+            top = sim.masked_fill(~keep, neg).topk(k, dim=-1).indices
+            keep &= torch.zeros_like(keep).scatter_(-1, top, True)
+        logits = sim.nan_to_num(0.0) / cfg.temperature
+        if event_weight is not None:
+            logits = logits + torch.as_tensor(event_weight, dtype=torch.float32).clamp_min(1e-12).log()
+        if age_days is not None and cfg.half_life_days:
+            logits = logits - math.log(2) * torch.as_tensor(age_days, dtype=torch.float32) / cfg.half_life_days
+    else:
+        raise ValueError(f"preference_weights does not apply to method {cfg.method!r}")
+    weights = torch.softmax(logits.masked_fill(~keep, neg), dim=-1) * keep
+    total = weights.sum(-1, keepdim=True)
+    return torch.where(total > 0, weights / total.clamp_min(1e-30), torch.zeros_like(weights))
 
 
 def naive_preference(history: np.ndarray, reference: np.ndarray, config: PreferenceConfig,

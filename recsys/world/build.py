@@ -217,11 +217,15 @@ def _simulate(cfg: WorldConfig, items: pl.DataFrame, prefs: Preferences,
         cdf = np.cumsum(prefs.interest[req_user], axis=1)
         req_cat = np.minimum((rng.random(r)[:, None] > cdf).sum(1), len(cfg.categories) - 1)
         slate = np.empty((r, cfg.slate_size), np.int64)
+        n_in_row = np.empty(r, np.int64)
         for k, pool in enumerate(by_cat):
             sel = np.flatnonzero(req_cat == k)
             if len(sel):
-                slate[sel, :n_in] = pool[rng.integers(len(pool), size=(len(sel), n_in))]
-        slate[:, n_in:] = rng.integers(n_items, size=(r, cfg.slate_size - n_in))
+                m = min(n_in, len(pool))  # a tiny category cannot fill the in-category slots alone
+                n_in_row[sel] = m
+                slate[sel, :] = rng.integers(n_items, size=(len(sel), cfg.slate_size))
+                slate[sel, :m] = pool[rng.integers(len(pool), size=(len(sel), m))]
+        slate = _dedupe_slates(slate, n_in_row, req_cat, by_cat, n_items, rng)
         slate = np.take_along_axis(slate, rng.random(slate.shape).argsort(1), 1)  # shuffle slots
         uu = np.repeat(req_user, cfg.slate_size).reshape(r, -1)
         cc = item_cat[slate]
@@ -251,6 +255,27 @@ def _simulate(cfg: WorldConfig, items: pl.DataFrame, prefs: Preferences,
         yield df.sort(["timestamp", "request_id", "position"]).to_arrow()
         bar.update(len(users))
     bar.close()
+
+
+def _dedupe_slates(slate: np.ndarray, n_in: np.ndarray, req_cat: np.ndarray, by_cat: list[np.ndarray],
+                   n_items: int, rng: np.random.Generator) -> np.ndarray:
+    """Resample repeated items until no slate shows an item twice (a real slate never does).
+    Slots below ``n_in`` redraw from the request's category, the rest from the whole catalog."""
+    for _ in range(100):
+        order = np.argsort(slate, axis=1, kind="stable")
+        ordered = np.take_along_axis(slate, order, 1)
+        dup_sorted = np.concatenate([np.zeros((len(slate), 1), bool), ordered[:, 1:] == ordered[:, :-1]], 1)
+        dup = np.zeros_like(dup_sorted)
+        np.put_along_axis(dup, order, dup_sorted, 1)
+        if not dup.any():
+            return slate
+        rows, cols = np.nonzero(dup)
+        in_cat = cols < n_in[rows]
+        slate[rows[~in_cat], cols[~in_cat]] = rng.integers(n_items, size=int((~in_cat).sum()))
+        for k, pool in enumerate(by_cat):
+            m = in_cat & (req_cat[rows] == k)
+            slate[rows[m], cols[m]] = pool[rng.integers(len(pool), size=int(m.sum()))]
+    raise RuntimeError("could not draw slates without repeats: the catalog is smaller than a slate")
 
 
 def _req_offset(lo: int, cfg: WorldConfig) -> int:

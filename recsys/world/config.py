@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recsys.world.render import CATEGORIES
 
@@ -43,6 +43,13 @@ class WorldConfig(BaseModel):
         if len(set(v)) != len(v) or not v:
             raise ValueError("categories must be a non-empty list without repeats")
         return v
+
+    @model_validator(mode="after")
+    def _slate_fits_catalog(self) -> WorldConfig:
+        if self.slate_size > self.n_items:
+            raise ValueError(f"slate_size {self.slate_size} exceeds the catalog ({self.n_items} items): "
+                             "a slate shows distinct items")
+        return self
 
     @property
     def n_items(self) -> int:

@@ -60,7 +60,7 @@ def test_image_size_is_configurable(tmp_path, tiny_config):
     from PIL import Image
 
     cfg = tiny_config.world.model_copy(update={"image_size": 128, "identities_per_category": 1,
-                                                "styles_per_identity": 1, "n_users": 3})
+                                                "styles_per_identity": 1, "n_users": 3, "slate_size": 5})
     build_world(cfg, tmp_path, progress=False)
     img = pl.read_parquet(tmp_path / "items.parquet")["image"][0]
     assert Image.open(tmp_path / img).size == (128, 128)
@@ -119,3 +119,19 @@ def test_manifest(tiny_world):
     m = json.loads((tiny_world / "world.json").read_text())
     assert m["counts"]["interactions"] == World(tiny_world).interactions().collect().height
     assert set(m["vocab"]) >= {"categories", "palettes", "patterns", "finishes"}
+
+
+def test_slate_larger_than_catalog_is_a_config_error():
+    import pytest
+    from pydantic import ValidationError
+
+    from recsys.world.config import WorldConfig
+
+    with pytest.raises(ValidationError, match="exceeds the catalog"):
+        WorldConfig(identities_per_category=1, styles_per_identity=1, slate_size=10)
+
+
+def test_slates_never_repeat_an_item(tiny_world):
+    imp = World(tiny_world).interactions().filter(pl.col("event_type") == "impression").collect()
+    per_req = imp.group_by("request_id").agg(pl.len(), pl.col("item_id").n_unique().alias("u"))
+    assert (per_req["len"] == per_req["u"]).all()

@@ -1,0 +1,1 @@
+"""Multimodal ranking: features, LightGBM LambdaRank, a differentiable DIN-style ranker, metrics."""

@@ -1,0 +1,205 @@
+"""Train and evaluate the rankers on a log, split by time.
+
+- train window: impressions before the 80% time quantile (its last 10% of time is validation, for
+  early stopping and calibration); test window: the rest. Features only ever read the past.
+- Slate metrics on the test window: NDCG@10 (graded: like 2, click 1), AUC and GAUC on clicks.
+- HR@10 on sampled candidates: each test click's item among 99 random catalog items, scored at
+  the click's request time (a logged slate of 10 would make HR@10 trivially 1).
+- Models: popularity (past clicks), cosine to the retrieval-weighted preference, cosine to the
+  uniform history mean, LightGBM LambdaRank on retrieval-weighted and on uniform features, and the
+  DIN ranker with target attention and with mean pooling (its uniform-history variant).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from recsys.data.splits import global_time_split
+from recsys.preference import PreferenceConfig
+from recsys.ranking.din import DINConfig, DINRanker, predict_logits, train_din
+from recsys.ranking.features import ItemTable, build_features, feature_names, impressions_with_labels
+from recsys.ranking.lgbm import LambdaRankRanker
+from recsys.ranking.metrics import auc, gauc, hit_rate_at_k, ndcg_at_k
+
+DIN_STATS = ["hist_len", "user_past_pos", "user_past_ctr"]
+
+
+def din_stats(df: pl.DataFrame) -> np.ndarray:
+    """User-side stats only: the torch ranker judges a candidate by its content, so a generated
+    image (no popularity) is not at a disadvantage."""
+    return np.stack([np.log1p(df["hist_len"].to_numpy()), np.log1p(df["user_past_pos"].to_numpy()),
+                     df["user_past_ctr"].to_numpy()], 1).astype(np.float32)
+
+
+@dataclass
+class Split:
+    samples: pl.DataFrame
+    features: pl.DataFrame
+    hist_pos: np.ndarray   # per sample (S, N)
+    hist_mask: np.ndarray
+    skip_pos: np.ndarray   # per sample (S, K)
+    skip_mask: np.ndarray
+
+    def cand_image(self, items: ItemTable) -> np.ndarray:
+        pos = items.positions
+        return items.image[[pos[i] for i in self.samples["item_id"]]]
+
+
+def _split(samples: pl.DataFrame, interactions, items: ItemTable, config: PreferenceConfig, progress: bool) -> Split:
+    fb = build_features(samples, interactions, items, config, progress=progress)
+    r = fb.request_row
+    return Split(samples, fb.features, fb.hist_positions[r], fb.hist_mask[r], fb.skip_positions[r], fb.skip_mask[r])
+
+
+@dataclass
+class RankingData:
+    train: Split
+    valid: Split
+    test: Split
+    hr: Split  # sampled-candidate groups for HR@10
+
+
+def prepare(interactions: pl.DataFrame | pl.LazyFrame, items: ItemTable, config: PreferenceConfig | None = None,
+            cut: float = 0.8, valid_share: float = 0.1, hr_queries: int = 500, hr_negatives: int = 99,
+            seed: int = 0, max_train: int | None = None, progress: bool = False) -> RankingData:
+    config = config or PreferenceConfig()
+    interactions = interactions.lazy().collect() if isinstance(interactions, pl.LazyFrame) else interactions
+    train_log, test_log = global_time_split(interactions, cut)
+    imp_train = impressions_with_labels(train_log)
+    imp_test = impressions_with_labels(test_log)
+    t_valid = imp_train["timestamp"].quantile(1 - valid_share, interpolation="lower")
+    first = pl.col("timestamp").min().over("request_id")
+    valid = imp_train.filter(first >= t_valid)
+    train = imp_train.filter(first < t_valid)
+    if max_train and train.height > max_train:  # keep the newest requests whole
+        keep = train.select("request_id", "timestamp").unique("request_id").sort("timestamp").tail(max_train // 10)
+        train = train.join(keep.select("request_id"), on="request_id", how="semi")
+    rng = np.random.default_rng(seed)
+    clicks = imp_test.filter(pl.col("click"))
+    if clicks.height > hr_queries:
+        clicks = clicks[np.sort(rng.choice(clicks.height, hr_queries, replace=False)).tolist()]
+    rows = []
+    for q, (u, i, r, t) in enumerate(clicks.select("user_id", "item_id", "request_id", "timestamp").iter_rows()):
+        others = items.ids[rng.choice(len(items.ids), hr_negatives + 1, replace=False)]
+        negs = [o for o in others if o != i][:hr_negatives]
+        for j, item in enumerate([i, *negs]):
+            rows.append((u, item, f"{r}#hr{q}", t, j, j == 0))
+    hr = pl.DataFrame(rows, schema=["user_id", "item_id", "request_id", "timestamp", "position", "click"],
+                      orient="row").with_columns(pl.col("click").cast(pl.Int8).alias("grade"))
+    mk = lambda s: _split(s, interactions, items, config, progress)  # noqa: E731
+    return RankingData(mk(train), mk(valid), mk(imp_test), mk(hr))
+
+
+@dataclass
+class Rankers:
+    lgbm: dict[str, LambdaRankRanker]
+    din: dict[str, DINRanker]
+    din_losses: dict[str, list[float]]
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        path = Path(path)
+        for k, m in self.lgbm.items():
+            m.save_pretrained(path / f"lgbm-{k}")
+        for k, m in self.din.items():
+            m.save_pretrained(path / f"din-{k}")
+        (path / "rankers.json").write_text(json.dumps({"lgbm": list(self.lgbm), "din": list(self.din),
+                                                       "din_losses": self.din_losses}, indent=2))
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> Rankers:
+        path = Path(path)
+        meta = json.loads((path / "rankers.json").read_text())
+        return cls({k: LambdaRankRanker.from_pretrained(path / f"lgbm-{k}") for k in meta["lgbm"]},
+                   {k: DINRanker.from_pretrained(path / f"din-{k}") for k in meta["din"]}, meta["din_losses"])
+
+
+def _x(split: Split, variant: str) -> np.ndarray:
+    return split.features.select(feature_names(variant)).to_numpy().astype(np.float32)
+
+
+def train_rankers(data: RankingData, items: ItemTable, epochs: int = 4, seed: int = 0,
+                  progress: bool = False) -> Rankers:
+    tr, va = data.train, data.valid
+    lgbm = {}
+    for variant in ("ragar", "uniform"):
+        lgbm[variant] = LambdaRankRanker(feature_names(variant), {"seed": seed}).fit(
+            _x(tr, variant), tr.samples["grade"].to_numpy(), tr.samples["request_id"].to_numpy(),
+            _x(va, variant), va.samples["grade"].to_numpy(), va.samples["request_id"].to_numpy(),
+            position=tr.samples["position"].to_numpy())
+    din, losses = {}, {}
+    for variant, att in (("ragar", "target"), ("uniform", "mean")):
+        torch.manual_seed(seed)
+        model = DINRanker(DINConfig(items.image.shape[1], items.combined.shape[1], len(DIN_STATS), attention=att))
+        losses[variant] = train_din(model, tr.cand_image(items), tr.hist_pos, tr.hist_mask, din_stats(tr.features),
+                                    tr.samples["click"].to_numpy(), tr.samples["position"].to_numpy(),
+                                    items.image, items.combined, tr.skip_pos, tr.skip_mask, epochs=epochs, seed=seed,
+                                    progress=progress)
+        din[variant] = model
+    return Rankers(lgbm, din, losses)
+
+
+def score_split(rankers: Rankers, split: Split, items: ItemTable) -> dict[str, np.ndarray]:
+    f = split.features
+    scores = {
+        "popularity": (f["item_past_ctr"] * (f["item_past_imp"] + 10.0)).to_numpy(),
+        "cosine": f["cos_pref"].to_numpy(),
+        "cosine-uniform": f["cos_mean"].to_numpy(),
+    }
+    for variant, m in rankers.lgbm.items():
+        scores[f"lightgbm{'' if variant == 'ragar' else '-uniform'}"] = m.predict(_x(split, variant))
+    for variant, m in rankers.din.items():
+        logits = predict_logits(m, split.cand_image(items), split.hist_pos, split.hist_mask, din_stats(f),
+                                items.image, items.combined, split.skip_pos, split.skip_mask)
+        with torch.no_grad():
+            prob = m.click_probability(torch.from_numpy(logits)).numpy()
+        scores[f"din{'' if variant == 'ragar' else '-uniform'}"] = prob
+    return scores
+
+
+def evaluate_rankers(rankers: Rankers, data: RankingData, items: ItemTable, k: int = 10) -> dict:
+    test, hr = data.test, data.hr
+    s_test = score_split(rankers, test, items)
+    s_hr = score_split(rankers, hr, items)
+    g, grade, click = (test.samples[c].to_numpy() for c in ("request_id", "grade", "click"))
+    hg, hy = hr.samples["request_id"].to_numpy(), hr.samples["click"].to_numpy()
+    rows = []
+    for name in s_test:
+        rows.append({"model": name, f"ndcg@{k}": ndcg_at_k(s_test[name], grade, g, k),
+                     f"hr@{k}": hit_rate_at_k(s_hr[name], hy, hg, k), "auc": auc(s_test[name], click),
+                     "gauc": gauc(s_test[name], click, g)})
+    # per category of the held-out item (HR@10 on sampled candidates)
+    cat_of = dict(zip(items.ids, np.asarray(items.categories)[items.category], strict=True))
+    target_cat = hr.samples.filter(pl.col("click") == 1).select("request_id", pl.col("item_id")
+                                                                 .replace_strict(cat_of).alias("cat"))
+    cats = hr.samples.join(target_cat, on="request_id", how="left", maintain_order="left")["cat"].to_numpy()
+    per_cat = []
+    for c in sorted(set(cats)):
+        m = cats == c
+        per_cat.append({"category": c, **{name: hit_rate_at_k(s_hr[name][m], hy[m], hg[m], k) for name in s_hr}})
+    # calibration of the torch ranker on the test window, at the logged positions
+    m = rankers.din["ragar"]
+    logits = predict_logits(m, test.cand_image(items), test.hist_pos, test.hist_mask, din_stats(test.features),
+                            items.image, items.combined, test.skip_pos, test.skip_mask)
+    with torch.no_grad():
+        p = m.click_probability(torch.from_numpy(logits), torch.from_numpy(test.samples["position"].to_numpy())).numpy()
+    bins = np.clip((p * 10).astype(int), 0, 9)
+    ece = sum(abs(p[bins == b].mean() - click[bins == b].mean()) * (bins == b).mean() for b in np.unique(bins))
+    calib = {"mean_predicted": float(p.mean()), "observed_ctr": float(click.mean()), "ece": float(ece)}
+    return {"rows": rows, "per_category": per_cat, "calibration": calib, "k": k}
+
+
+def utility_spearman(model: DINRanker, user_ids: list[str], cand_image: np.ndarray, utility: np.ndarray,
+                     hist_pos: np.ndarray, hist_mask: np.ndarray, stats: np.ndarray, items: ItemTable) -> float:
+    """Spearman between the ranker's score of each image and the oracle utility for its user."""
+    from scipy.stats import spearmanr
+
+    logits = predict_logits(model, cand_image.astype(np.float32), hist_pos, hist_mask, stats, items.image,
+                            items.combined)
+    return float(spearmanr(logits, utility).statistic)
