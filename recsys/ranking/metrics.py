@@ -16,6 +16,12 @@ def _groups(group: np.ndarray):
 def ndcg_at_k(scores: np.ndarray, labels: np.ndarray, group: np.ndarray, k: int = 10) -> float:
     """Mean NDCG@k over groups with at least one positive label (graded labels allowed).
     Ties in score are broken against the model (positives last), so a constant scorer gets no credit."""
+    vals = ndcg_per_group(scores, labels, group, k)
+    return float(np.mean(vals)) if len(vals) else float("nan")
+
+
+def ndcg_per_group(scores: np.ndarray, labels: np.ndarray, group: np.ndarray, k: int = 10) -> np.ndarray:
+    """NDCG@k of each group with a positive, in a fixed group order (for paired comparisons)."""
     vals = []
     for idx in _groups(np.asarray(group)):
         rel = np.asarray(labels)[idx].astype(float)
@@ -27,7 +33,15 @@ def ndcg_at_k(scores: np.ndarray, labels: np.ndarray, group: np.ndarray, k: int 
         ideal = np.sort(rel)[::-1][:k]
         idcg = ((2 ** ideal - 1) / np.log2(np.arange(2, len(ideal) + 2))).sum()
         vals.append(gains.sum() / idcg)
-    return float(np.mean(vals)) if vals else float("nan")
+    return np.asarray(vals)
+
+
+def paired_bootstrap_ci(a: np.ndarray, b: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over paired units with a 95% percentile bootstrap interval."""
+    d = np.asarray(a) - np.asarray(b)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(len(d), size=(n, len(d)))].mean(1)
+    return float(d.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 def hit_rate_at_k(scores: np.ndarray, labels: np.ndarray, group: np.ndarray, k: int = 10) -> float:

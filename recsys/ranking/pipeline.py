@@ -25,7 +25,7 @@ from recsys.preference import PreferenceConfig
 from recsys.ranking.din import DINConfig, DINRanker, predict_logits, train_din
 from recsys.ranking.features import ItemTable, build_features, feature_names, impressions_with_labels
 from recsys.ranking.lgbm import LambdaRankRanker
-from recsys.ranking.metrics import auc, gauc, hit_rate_at_k, ndcg_at_k
+from recsys.ranking.metrics import auc, gauc, hit_rate_at_k, ndcg_per_group, paired_bootstrap_ci
 
 DIN_STATS = ["hist_len", "user_past_pos", "user_past_ctr"]
 
@@ -170,8 +170,12 @@ def evaluate_rankers(rankers: Rankers, data: RankingData, items: ItemTable, k: i
     g, grade, click = (test.samples[c].to_numpy() for c in ("request_id", "grade", "click"))
     hg, hy = hr.samples["request_id"].to_numpy(), hr.samples["click"].to_numpy()
     rows = []
+    base = ndcg_per_group(s_test["cosine"], grade, g, k)
     for name in s_test:
-        rows.append({"model": name, f"ndcg@{k}": ndcg_at_k(s_test[name], grade, g, k),
+        per = ndcg_per_group(s_test[name], grade, g, k)
+        d, lo, hi = paired_bootstrap_ci(per, base)
+        rows.append({"model": name, f"ndcg@{k}": float(per.mean()), f"ndcg@{k}_vs_cosine": d,
+                     "vs_cosine_ci95_lo": lo, "vs_cosine_ci95_hi": hi,
                      f"hr@{k}": hit_rate_at_k(s_hr[name], hy, hg, k), "auc": auc(s_test[name], click),
                      "gauc": gauc(s_test[name], click, g)})
     # per category of the held-out item (HR@10 on sampled candidates)
@@ -195,11 +199,18 @@ def evaluate_rankers(rankers: Rankers, data: RankingData, items: ItemTable, k: i
     return {"rows": rows, "per_category": per_cat, "calibration": calib, "k": k}
 
 
-def utility_spearman(model: DINRanker, user_ids: list[str], cand_image: np.ndarray, utility: np.ndarray,
-                     hist_pos: np.ndarray, hist_mask: np.ndarray, stats: np.ndarray, items: ItemTable) -> float:
-    """Spearman between the ranker's score of each image and the oracle utility for its user."""
+def utility_spearman(model: DINRanker, split: Split, cand_image: np.ndarray, utility: np.ndarray,
+                     items: ItemTable) -> float:
+    """Spearman between the ranker's score of each image and the oracle utility of that image for
+    its user, over the rows of ``split`` (``cand_image`` row-aligned with it)."""
     from scipy.stats import spearmanr
 
-    logits = predict_logits(model, cand_image.astype(np.float32), hist_pos, hist_mask, stats, items.image,
-                            items.combined)
+    logits = predict_logits(model, cand_image.astype(np.float32), split.hist_pos, split.hist_mask,
+                            din_stats(split.features), items.image, items.combined, split.skip_pos, split.skip_mask)
     return float(spearmanr(logits, utility).statistic)
+
+
+def subset(split: Split, rows: np.ndarray) -> Split:
+    rows = np.asarray(rows)
+    return Split(split.samples[rows.tolist()], split.features[rows.tolist()], split.hist_pos[rows],
+                 split.hist_mask[rows], split.skip_pos[rows], split.skip_mask[rows])

@@ -31,6 +31,8 @@ def test_bad_config_exits_2(tmp_path):
 def test_demo_on_tiny_reuses_world(tmp_path):
     r = runner.invoke(app, ["demo", "--out", str(tmp_path), "--config", "tiny"])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "data" / "stats.html").exists()
+    for f in ("data/stats.html", "preference/preference.json", "ranker/ranker.json", "ranker/ranker.html",
+              "rankers/rankers.json"):
+        assert (tmp_path / f).exists(), f
     r = runner.invoke(app, ["demo", "--out", str(tmp_path), "--config", "tiny"])
     assert "up to date" in r.output

@@ -105,3 +105,24 @@ def test_lgbm_errors_and_groups():
     assert group_sizes(np.array(["a", "a", "b", "c", "c", "c"])).tolist() == [2, 1, 3]
     with pytest.raises(RuntimeError, match="not trained"):
         LambdaRankRanker(["x"]).predict(np.zeros((1, 1)))
+
+
+def test_scorer_any_images_cold_start_and_errors(tiny_world, items):
+    from recsys.ranking.scoring import PreferenceScorer
+
+    torch.manual_seed(0)
+    model = DINRanker(DINConfig(32, 48, 3)).eval()
+    scorer = PreferenceScorer(model, items, World(tiny_world).interactions())
+    rng = np.random.default_rng(1)
+    imgs = rng.normal(size=(4, 32)).astype(np.float32)  # not catalog items: e.g. generated images
+    res = scorer.score(["u000001", "nobody"], imgs)
+    assert res.probabilities.shape == (2, 4)
+    assert res.cold_start == [False, True] and res.history_len[0] > 0
+    assert ((res.probabilities > 0) & (res.probabilities < 1)).all()
+    # scoring a catalog item's embedding equals scoring the same vector passed explicitly per user
+    per_user = scorer.score(["u000001"], imgs[None])
+    np.testing.assert_allclose(per_user.probabilities[0], res.probabilities[0], rtol=1e-5)
+    with pytest.raises(ValueError, match="must be"):
+        scorer.score(["u000001"], np.zeros((4, 7), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        scorer.score(["u000001"], np.full((1, 32), np.nan, np.float32))
