@@ -346,6 +346,27 @@ def train_ranker(
     print_table(rows, f"rankers saved to {out} in {time.perf_counter() - t0:.0f}s")
 
 
+@train_app.command("encoder")
+def train_encoder(
+    data: Annotated[Path, typer.Option("--data", "-d", help="a world directory (views.parquet)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="where the encoder is saved")],
+    steps: int = 400,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> None:
+    """Train the small contrastive image encoder on the world; use it with
+    `--set encoder.image=contrastive:OUT`."""
+    from ragar.encoders.contrastive import train_contrastive_encoder
+
+    if not (data / "views.parquet").exists():
+        raise fail(f"{data} has no views.parquet: contrastive training needs a world directory")
+    t0 = time.perf_counter()
+    losses = train_contrastive_encoder(data, out, steps=steps, batch_size=batch_size, seed=seed)
+    print_table([{"steps": steps, "first loss": sum(losses[:10]) / min(10, len(losses)),
+                  "final loss": sum(losses[-10:]) / min(10, len(losses)),
+                  "seconds": round(time.perf_counter() - t0, 1)}], f"encoder saved to {out}")
+
+
 def _train_and_save(cfg: RagarConfig, data: Path, out: Path, items, rd):
     from recsys.ranking.pipeline import train_rankers
 

@@ -15,11 +15,16 @@ def build_image_encoder(spec: str, image_size: int = 224) -> ImageEncoder:
 
         return EfficientNetLiteEncoder(image_size)
     kind, _, path = spec.partition(":")
+    if kind == "contrastive" and path:
+        from ragar.encoders.contrastive import ContrastiveImageEncoder
+
+        return ContrastiveImageEncoder(path)
     if kind in ("clip", "siglip") and path:
         from ragar.encoders.hf_vision import HFVisionEncoder
 
         return HFVisionEncoder(path, kind)
-    raise ValueError(f"unknown image encoder {spec!r}: use efficientnet-lite0, clip:<dir> or siglip:<dir>")
+    raise ValueError(f"unknown image encoder {spec!r}: use efficientnet-lite0, contrastive:<dir>, clip:<dir> "
+                     "or siglip:<dir>")
 
 
 @lru_cache(maxsize=4)

@@ -129,3 +129,22 @@ def test_combine_is_unit_norm_and_mixes_cosines():
 def test_pil_input(effnet):
     im = Image.fromarray(np.zeros((20, 30, 3), np.uint8))
     assert effnet.encode([im]).shape == (1, 1280)
+
+
+def test_contrastive_encoder_trains_saves_and_loads(tiny_world, tmp_path):
+    from ragar.encoders.contrastive import SmallConvConfig, train_contrastive_encoder
+
+    cfg = SmallConvConfig(image_size=32, channels=(8, 16), dim=16)
+    losses = train_contrastive_encoder(tiny_world, tmp_path / "enc", steps=30, batch_size=16, config=cfg,
+                                       progress=False)
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])  # the loss falls
+    enc = build_image_encoder(f"contrastive:{tmp_path / 'enc'}")
+    paths, _ = _imgs(tiny_world, 4)
+    e = enc.encode(paths)
+    assert e.shape == (4, 16)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    again = build_image_encoder.__wrapped__(f"contrastive:{tmp_path / 'enc'}")  # a fresh load
+    np.testing.assert_allclose(again.encode(paths), e, atol=1e-6)
+    assert again.fingerprint == enc.fingerprint
+    with pytest.raises(FileNotFoundError, match="no trained encoder"):
+        build_image_encoder.__wrapped__(f"contrastive:{tmp_path / 'none'}")
