@@ -85,8 +85,8 @@ def fingerprint(name: str, config: dict[str, Any], state: dict[str, torch.Tensor
     return h.hexdigest()[:16]
 
 
-class ImageEncoder(ABC):
-    """Embeds images; output rows are unit-norm float32."""
+class Encoder(ABC):
+    """What every encoder has: a name, an output dimension and a fingerprint for caches."""
 
     name: str
     dim: int
@@ -94,6 +94,10 @@ class ImageEncoder(ABC):
     @property
     @abstractmethod
     def fingerprint(self) -> str: ...
+
+
+class ImageEncoder(Encoder):
+    """Embeds images; output rows are unit-norm float32."""
 
     @abstractmethod
     def _embed(self, batch: Sequence[ImageLike]) -> torch.Tensor: ...
@@ -111,13 +115,8 @@ class ImageEncoder(ABC):
         return np.concatenate(chunks).astype(np.float32)
 
 
-class TextEncoder(ABC):
-    name: str
-    dim: int
-
-    @property
-    @abstractmethod
-    def fingerprint(self) -> str: ...
+class TextEncoder(Encoder):
+    """Embeds texts; output rows are unit-norm float32."""
 
     @abstractmethod
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray: ...

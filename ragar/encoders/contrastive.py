@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ragar.encoders.base import ImageEncoder, ImageLike, fingerprint, load_rgb, to_batch
+from recsys.modeling import PretrainedMixin
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
@@ -34,7 +34,10 @@ class SmallConvConfig:
     dim: int = 128
 
 
-class SmallConvNet(nn.Module):
+class SmallConvNet(PretrainedMixin, nn.Module):
+    config_class = SmallConvConfig
+    model_type = "small-conv"
+
     def __init__(self, config: SmallConvConfig):
         super().__init__()
         self.config = config
@@ -48,25 +51,6 @@ class SmallConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.features(x).mean(dim=(2, 3)))
-
-    def save_pretrained(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path / "model.safetensors"))
-        (path / "config.json").write_text(json.dumps({"type": "small-conv", **asdict(self.config)}, indent=2))
-        return path
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path) -> SmallConvNet:
-        path = Path(path)
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{path} holds no trained encoder (no config.json)")
-        cfg = json.loads((path / "config.json").read_text())
-        cfg.pop("type", None)
-        cfg["channels"] = tuple(cfg["channels"])
-        model = cls(SmallConvConfig(**cfg))
-        model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
-        return model.eval()
 
 
 class ContrastiveImageEncoder(ImageEncoder):

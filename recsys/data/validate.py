@@ -65,6 +65,21 @@ def _duplicates(df: pl.DataFrame, table: str, key: str) -> list[Problem]:
     return []
 
 
+def _dangling(inter: pl.DataFrame | None, ref: pl.DataFrame | None, key: str, code: str, fname: str
+              ) -> list[Problem]:
+    """Interactions whose ``key`` is missing from the referenced table."""
+    if inter is None or ref is None or key not in inter.columns or key not in ref.columns:
+        return []
+    if inter.schema[key] != ref.schema[key]:
+        return []  # reported as a wrong dtype already
+    unknown = inter.join(ref.select(key), on=key, how="anti")
+    if not unknown.height:
+        return []
+    ex = unknown[key].unique().head(5).to_list()
+    return [Problem("interactions", code, f"{unknown.height} interactions point at {key.split('_')[0]}s not in "
+                    f"{fname}, e.g. {ex}")]
+
+
 def check_image(path: Path) -> str | None:
     """Return why ``path`` is not a usable RGB image, or None."""
     if not path.exists():
@@ -110,22 +125,8 @@ def validate_dataset(root: str | Path, images: str = "all", sample: int = 2000,
         if bad:
             problems.append(Problem("interactions", "unknown-event-type",
                                     f"event types {bad[:5]} not in {list(EVENT_TYPES)}"))
-    ok_ref = items is not None and inter is not None and "item_id" in items.columns and "item_id" in inter.columns
-    if ok_ref and items.schema["item_id"] == inter.schema["item_id"]:
-        unknown = inter.join(items.select("item_id"), on="item_id", how="anti")
-        if unknown.height:
-            ex = unknown["item_id"].unique().head(5).to_list()
-            problems.append(Problem("interactions", "unknown-items",
-                                    f"{unknown.height} interactions point at items not in items.parquet, "
-                                    f"e.g. {ex}"))
-    ok_users = users is not None and inter is not None and "user_id" in users.columns and "user_id" in inter.columns
-    if ok_users and users.schema["user_id"] == inter.schema["user_id"]:
-        unknown = inter.join(users.select("user_id"), on="user_id", how="anti")
-        if unknown.height:
-            ex = unknown["user_id"].unique().head(5).to_list()
-            problems.append(Problem("interactions", "unknown-users",
-                                    f"{unknown.height} interactions point at users not in users.parquet, "
-                                    f"e.g. {ex}"))
+    problems += _dangling(inter, items, "item_id", "unknown-items", "items.parquet")
+    problems += _dangling(inter, users, "user_id", "unknown-users", "users.parquet")
     if items is not None and "image" in items.columns and images != "none":
         paths = items["image"].drop_nulls()
         if images == "sample":

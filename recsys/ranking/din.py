@@ -21,15 +21,13 @@ Saved like a Hugging Face model: ``model.safetensors`` + ``config.json``.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from recsys.modeling import PretrainedMixin
 from recsys.preference import PreferenceConfig, preference_weights
 
 
@@ -46,7 +44,10 @@ class DINConfig:
             raise ValueError(f"attention must be target or mean, not {self.attention!r}")
 
 
-class DINRanker(nn.Module):
+class DINRanker(PretrainedMixin, nn.Module):
+    config_class = DINConfig
+    model_type = "din"
+
     def __init__(self, config: DINConfig):
         super().__init__()
         self.config = config
@@ -160,22 +161,6 @@ class DINRanker(nn.Module):
         log_p = nn.functional.logsigmoid(logits) + nn.functional.logsigmoid(self.position_logit[pos])
         log_not = torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))
         return -(labels * log_p + (1 - labels) * log_not).mean()
-
-    def save_pretrained(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path / "model.safetensors"))
-        (path / "config.json").write_text(json.dumps({"type": "din", **asdict(self.config)}, indent=2))
-        return path
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path) -> DINRanker:
-        path = Path(path)
-        cfg = json.loads((path / "config.json").read_text())
-        cfg.pop("type", None)
-        model = cls(DINConfig(**cfg))
-        model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
-        return model.eval()
 
 
 def train_din(model: DINRanker, cand: np.ndarray, hist_pos: np.ndarray, hist_mask: np.ndarray, stats: np.ndarray,

@@ -146,5 +146,5 @@ def test_contrastive_encoder_trains_saves_and_loads(tiny_world, tmp_path):
     again = build_image_encoder.__wrapped__(f"contrastive:{tmp_path / 'enc'}")  # a fresh load
     np.testing.assert_allclose(again.encode(paths), e, atol=1e-6)
     assert again.fingerprint == enc.fingerprint
-    with pytest.raises(FileNotFoundError, match="no trained encoder"):
+    with pytest.raises(FileNotFoundError, match="no trained small-conv model"):
         build_image_encoder.__wrapped__(f"contrastive:{tmp_path / 'none'}")
