@@ -44,6 +44,15 @@ def run(quick: bool = False) -> list[Row]:
         t = timeit(lambda: clip.encode(imgs, batch_size=32), repeat=1)
         rows.append(Row("encoders", "clip-vit-b32@224 images/s", n / t, "img/s", "efficientnet-lite0@224",
                         n / t_base))
+    with tempfile.TemporaryDirectory() as d:
+        from ragar.encoders.contrastive import SmallConvConfig, SmallConvNet
+
+        torch.manual_seed(0)
+        SmallConvNet(SmallConvConfig()).eval().save_pretrained(d)  # architecture, random weights
+        small = build_image_encoder(f"contrastive:{d}")
+        t = timeit(lambda: small.encode(imgs, batch_size=32), repeat=1)
+        rows.append(Row("encoders", "contrastive small CNN@64 images/s", n / t, "img/s", "efficientnet-lite0@224",
+                        n / t_base))
     text = build_text_encoder("minilm")
     titles = [f"glossy red striped mug with a lid number {i}" for i in range(n * 4)]
     t = timeit(lambda: text.encode(titles, batch_size=64), repeat=1)
