@@ -165,21 +165,22 @@ class DINRanker(PretrainedMixin, nn.Module):
 
 def train_din(model: DINRanker, cand: np.ndarray, hist_pos: np.ndarray, hist_mask: np.ndarray, stats: np.ndarray,
               labels: np.ndarray, position: np.ndarray, image_table: np.ndarray, item_table: np.ndarray,
-              skip_pos: np.ndarray | None = None, skip_mask: np.ndarray | None = None, epochs: int = 4,
-              batch_size: int = 1024, lr: float = 3e-3, seed: int = 0, progress: bool = False) -> list[float]:
-    """Maximum likelihood of the position-factorised click model; returns each epoch's mean loss."""
+              skip_pos: np.ndarray | None = None, skip_mask: np.ndarray | None = None,
+              request_row: np.ndarray | None = None, epochs: int = 4, batch_size: int = 1024, lr: float = 3e-3,
+              seed: int = 0, progress: bool = False) -> list[float]:
+    """Maximum likelihood of the position-factorised click model; returns each epoch's mean loss.
+
+    ``hist_*`` / ``skip_*`` are per request and ``request_row`` maps each sample to its request
+    (None: one request per sample), so a slate's history is stored once, not once per impression."""
     from tqdm.auto import tqdm
 
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    table = torch.from_numpy(item_table)
-    itable = torch.from_numpy(image_table)
-    if skip_pos is None:
-        skip_pos = np.full((len(cand), 1), -1, np.int64)
-        skip_mask = np.zeros((len(cand), 1), bool)
-    tensors = [torch.from_numpy(a) for a in (cand, hist_pos, hist_mask, stats, labels.astype(np.float32),
-                                             position.astype(np.int64), skip_pos, skip_mask)]
+    table, itable = torch.from_numpy(item_table), torch.from_numpy(image_table)
+    per_req = _per_request(hist_pos, hist_mask, skip_pos, skip_mask)
+    rr = torch.from_numpy(np.arange(len(cand)) if request_row is None else np.asarray(request_row, np.int64))
+    per_sample = [torch.from_numpy(a) for a in (cand, stats, labels.astype(np.float32), position.astype(np.int64))]
     n = len(labels)
     losses = []
     model.train()
@@ -188,7 +189,8 @@ def train_din(model: DINRanker, cand: np.ndarray, hist_pos: np.ndarray, hist_mas
         total = 0.0
         for lo in tqdm(range(0, n, batch_size), desc=f"din epoch {ep + 1}", disable=not progress):
             idx = perm[lo:lo + batch_size]
-            c, hp, hm, st, y, ps, kp, km = (t[idx] for t in tensors)
+            c, st, y, ps = (t[idx] for t in per_sample)
+            hp, hm, kp, km = (t[rr[idx]] for t in per_req)
             loss = model.log_likelihood_loss(model.forward_positions(c, hp, hm, itable, table, st, kp, km), ps, y)
             opt.zero_grad()
             loss.backward()
@@ -199,17 +201,26 @@ def train_din(model: DINRanker, cand: np.ndarray, hist_pos: np.ndarray, hist_mas
     return losses
 
 
+def _per_request(hist_pos, hist_mask, skip_pos, skip_mask) -> list[torch.Tensor]:
+    if skip_pos is None:
+        skip_pos = np.full((len(hist_pos), 1), -1, np.int64)
+        skip_mask = np.zeros((len(hist_pos), 1), bool)
+    return [torch.from_numpy(np.asarray(a)) for a in (hist_pos, hist_mask, skip_pos, skip_mask)]
+
+
 @torch.no_grad()
 def predict_logits(model: DINRanker, cand, hist_pos, hist_mask, stats, image_table, item_table,
-                   skip_pos=None, skip_mask=None, batch_size: int = 4096) -> np.ndarray:
+                   skip_pos=None, skip_mask=None, request_row=None, batch_size: int = 4096) -> np.ndarray:
+    """Logits of the content tower; history arrays per request as in :func:`train_din`."""
     table = torch.from_numpy(np.asarray(item_table))
     itable = torch.from_numpy(np.asarray(image_table))
+    per_req = _per_request(hist_pos, hist_mask, skip_pos, skip_mask)
+    rr = np.arange(len(cand)) if request_row is None else np.asarray(request_row, np.int64)
     out = []
     for lo in range(0, len(cand), batch_size):
         sl = slice(lo, lo + batch_size)
-        out.append(model.forward_positions(torch.from_numpy(cand[sl]), torch.from_numpy(hist_pos[sl]),
-                                           torch.from_numpy(hist_mask[sl]), itable, table,
-                                           torch.from_numpy(stats[sl]),
-                                           None if skip_pos is None else torch.from_numpy(skip_pos[sl]),
-                                           None if skip_mask is None else torch.from_numpy(skip_mask[sl])).numpy())
+        r = torch.from_numpy(rr[sl])
+        hp, hm, kp, km = (t[r] for t in per_req)
+        out.append(model.forward_positions(torch.from_numpy(cand[sl]), hp, hm, itable, table,
+                                           torch.from_numpy(stats[sl]), kp, km).numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)

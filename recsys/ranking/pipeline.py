@@ -41,10 +41,15 @@ def din_stats(df: pl.DataFrame) -> np.ndarray:
 class Split:
     samples: pl.DataFrame
     features: pl.DataFrame
-    hist_pos: np.ndarray   # per sample (S, N)
+    hist_pos: np.ndarray     # per request (R, N): a slate's history is stored once
     hist_mask: np.ndarray
-    skip_pos: np.ndarray   # per sample (S, K)
+    skip_pos: np.ndarray     # per request (R, K)
     skip_mask: np.ndarray
+    request_row: np.ndarray  # (S,) the request of each sample
+
+    def din_inputs(self) -> dict:
+        return {"hist_pos": self.hist_pos, "hist_mask": self.hist_mask, "skip_pos": self.skip_pos,
+                "skip_mask": self.skip_mask, "request_row": self.request_row}
 
     def cand_image(self, items: ItemTable) -> np.ndarray:
         pos = items.positions
@@ -53,8 +58,8 @@ class Split:
 
 def _split(samples: pl.DataFrame, interactions, items: ItemTable, config: PreferenceConfig, progress: bool) -> Split:
     fb = build_features(samples, interactions, items, config, progress=progress)
-    r = fb.request_row
-    return Split(samples, fb.features, fb.hist_positions[r], fb.hist_mask[r], fb.skip_positions[r], fb.skip_mask[r])
+    return Split(samples, fb.features, fb.hist_positions, fb.hist_mask, fb.skip_positions, fb.skip_mask,
+                 fb.request_row)
 
 
 @dataclass
@@ -137,10 +142,11 @@ def train_rankers(data: RankingData, items: ItemTable, epochs: int = 4, seed: in
     for variant, att in (("ragar", "target"), ("uniform", "mean")):
         torch.manual_seed(seed)
         model = DINRanker(DINConfig(items.image.shape[1], items.combined.shape[1], len(DIN_STATS), attention=att))
-        losses[variant] = train_din(model, tr.cand_image(items), tr.hist_pos, tr.hist_mask, din_stats(tr.features),
-                                    tr.samples["click"].to_numpy(), tr.samples["position"].to_numpy(),
-                                    items.image, items.combined, tr.skip_pos, tr.skip_mask, epochs=epochs, seed=seed,
-                                    progress=progress)
+        d = tr.din_inputs()
+        losses[variant] = train_din(model, tr.cand_image(items), d.pop("hist_pos"), d.pop("hist_mask"),
+                                    din_stats(tr.features), tr.samples["click"].to_numpy(),
+                                    tr.samples["position"].to_numpy(), items.image, items.combined, **d,
+                                    epochs=epochs, seed=seed, progress=progress)
         din[variant] = model
     return Rankers(lgbm, din, losses)
 
@@ -155,8 +161,7 @@ def score_split(rankers: Rankers, split: Split, items: ItemTable) -> dict[str, n
     for variant, m in rankers.lgbm.items():
         scores[f"lightgbm{'' if variant == 'ragar' else '-uniform'}"] = m.predict(_x(split, variant))
     for variant, m in rankers.din.items():
-        logits = predict_logits(m, split.cand_image(items), split.hist_pos, split.hist_mask, din_stats(f),
-                                items.image, items.combined, split.skip_pos, split.skip_mask)
+        logits = _din_logits(m, split, split.cand_image(items), items)
         with torch.no_grad():
             prob = m.click_probability(torch.from_numpy(logits)).numpy()
         scores[f"din{'' if variant == 'ragar' else '-uniform'}"] = prob
@@ -189,8 +194,7 @@ def evaluate_rankers(rankers: Rankers, data: RankingData, items: ItemTable, k: i
         per_cat.append({"category": c, **{name: hit_rate_at_k(s_hr[name][m], hy[m], hg[m], k) for name in s_hr}})
     # calibration of the torch ranker on the test window, at the logged positions
     m = rankers.din["ragar"]
-    logits = predict_logits(m, test.cand_image(items), test.hist_pos, test.hist_mask, din_stats(test.features),
-                            items.image, items.combined, test.skip_pos, test.skip_mask)
+    logits = _din_logits(m, test, test.cand_image(items), items)
     with torch.no_grad():
         p = m.click_probability(torch.from_numpy(logits), torch.from_numpy(test.samples["position"].to_numpy())).numpy()
     bins = np.clip((p * 10).astype(int), 0, 9)
@@ -205,12 +209,17 @@ def utility_spearman(model: DINRanker, split: Split, cand_image: np.ndarray, uti
     its user, over the rows of ``split`` (``cand_image`` row-aligned with it)."""
     from scipy.stats import spearmanr
 
-    logits = predict_logits(model, cand_image.astype(np.float32), split.hist_pos, split.hist_mask,
-                            din_stats(split.features), items.image, items.combined, split.skip_pos, split.skip_mask)
+    logits = _din_logits(model, split, cand_image.astype(np.float32), items)
     return float(spearmanr(logits, utility).statistic)
 
 
 def subset(split: Split, rows: np.ndarray) -> Split:
     rows = np.asarray(rows)
-    return Split(split.samples[rows.tolist()], split.features[rows.tolist()], split.hist_pos[rows],
-                 split.hist_mask[rows], split.skip_pos[rows], split.skip_mask[rows])
+    return Split(split.samples[rows.tolist()], split.features[rows.tolist()], split.hist_pos, split.hist_mask,
+                 split.skip_pos, split.skip_mask, split.request_row[rows])
+
+
+def _din_logits(model: DINRanker, split: Split, cand: np.ndarray, items: ItemTable) -> np.ndarray:
+    d = split.din_inputs()
+    return predict_logits(model, cand, d.pop("hist_pos"), d.pop("hist_mask"), din_stats(split.features),
+                          items.image, items.combined, **d)
