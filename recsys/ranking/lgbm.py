@@ -17,6 +17,8 @@ DEFAULT_PARAMS = {
     "objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "learning_rate": 0.03,
     "num_leaves": 15, "min_data_in_leaf": 200, "feature_fraction": 0.9, "bagging_fraction": 0.9,
     "bagging_freq": 1, "lambdarank_truncation_level": 10, "verbose": -1, "num_threads": 0, "seed": 0,
+    # same data + seed -> same model, whatever the thread scheduling
+    "deterministic": True, "force_row_wise": True,
 }
 
 

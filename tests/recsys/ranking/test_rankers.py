@@ -126,3 +126,9 @@ def test_scorer_any_images_cold_start_and_errors(tiny_world, items):
         scorer.score(["u000001"], np.zeros((4, 7), np.float32))
     with pytest.raises(ValueError, match="NaN"):
         scorer.score(["u000001"], np.full((1, 32), np.nan, np.float32))
+
+
+def test_training_is_deterministic_by_seed(data, items):
+    a = evaluate_rankers(train_rankers(data, items, epochs=1, seed=3), data, items)
+    b = evaluate_rankers(train_rankers(data, items, epochs=1, seed=3), data, items)
+    assert a["rows"] == b["rows"]
