@@ -1,0 +1,1 @@
+"""Evaluation metrics in the torchmetrics shape (module + functional twin)."""

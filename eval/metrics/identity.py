@@ -1,0 +1,137 @@
+"""Identity-ranking metrics: Finer-Personalization Rank (seed paper 000) and NearID's Sample
+Success Rate (seed paper 003), each a torchmetrics ``Metric`` with a functional twin.
+
+Ties are always broken *against* the model (a negative scoring the same as a positive ranks
+first), so a constant or collapsed encoder gets no credit from ties.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric
+
+
+def _unit(x: torch.Tensor, what: str) -> torch.Tensor:
+    x = torch.as_tensor(x, dtype=torch.float32)
+    if x.ndim != 2:
+        raise ValueError(f"{what} must be (N, D), got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{what} contain NaN or inf")
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def _codes(labels, vocab: dict) -> torch.Tensor:
+    return torch.tensor([vocab.setdefault(str(v), len(vocab)) for v in labels], dtype=torch.long)
+
+
+def _fpr_per_query(q: torch.Tensor, q_lab: torch.Tensor, g: torch.Tensor, g_lab: torch.Tensor,
+                   chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per query: average precision, rank of the first correct gallery item (1-based; G + 1 when
+    the identity is absent from the gallery) and the number of correct items."""
+    aps, ranks, npos = [], [], []
+    for lo in range(0, len(q), chunk):
+        s = q[lo:lo + chunk] @ g.T                                   # (B, G)
+        pos = q_lab[lo:lo + chunk, None] == g_lab[None, :]           # (B, G)
+        # sort by score desc; among equal scores, negatives first (pessimistic ties)
+        neg_first = torch.argsort(pos.float(), dim=-1, stable=True)   # negatives before positives
+        s_sorted = torch.gather(s, 1, neg_first)
+        order = torch.gather(neg_first, 1, torch.argsort(-s_sorted, dim=-1, stable=True))
+        hits = torch.gather(pos, 1, order).float()                   # (B, G) in ranked order
+        cum = hits.cumsum(-1)
+        n = hits.sum(-1)
+        prec = cum / torch.arange(1, hits.shape[1] + 1)
+        aps.append(torch.where(n > 0, (prec * hits).sum(-1) / n.clamp_min(1), torch.zeros_like(n)))
+        first = torch.where(n > 0, hits.argmax(-1) + 1, torch.full_like(n, hits.shape[1] + 1, dtype=torch.long))
+        ranks.append(first.float())
+        npos.append(n)
+    return torch.cat(aps), torch.cat(ranks), torch.cat(npos)
+
+
+def finer_personalization_rank(query: torch.Tensor, query_labels, gallery: torch.Tensor, gallery_labels
+                               ) -> dict[str, float]:
+    """Each generated image (``query``) retrieves from an identity-labelled gallery of real images
+    (including near-identity distractors); returns ``map``, ``r@1``, ``r@5`` and ``mean_rank`` of
+    the query's true identity. Embeddings are compared by cosine."""
+    m = FinerPersonalizationRank(gallery, gallery_labels)
+    m.update(query, query_labels)
+    return {k: float(v) for k, v in m.compute().items()}
+
+
+class FinerPersonalizationRank(Metric):
+    """Gallery fixed at construction; ``update(query_embeddings, query_identity_labels)``."""
+
+    higher_is_better = True
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(self, gallery: torch.Tensor, gallery_labels, **kwargs):
+        super().__init__(**kwargs)
+        self.gallery = _unit(gallery, "gallery embeddings")
+        if len(gallery_labels) != len(self.gallery):
+            raise ValueError(f"{len(gallery_labels)} gallery labels for {len(self.gallery)} gallery embeddings")
+        if len(self.gallery) == 0:
+            raise ValueError("the gallery is empty")
+        self._vocab: dict = {}
+        self.gallery_codes = _codes(gallery_labels, self._vocab)
+        self.add_state("ap", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("hit1", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("hit5", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("rank", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("n", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, query: torch.Tensor, query_labels) -> None:
+        q = _unit(query, "query embeddings")
+        if q.shape[1] != self.gallery.shape[1]:
+            raise ValueError(f"query dim {q.shape[1]} != gallery dim {self.gallery.shape[1]}")
+        if len(query_labels) != len(q):
+            raise ValueError(f"{len(query_labels)} query labels for {len(q)} queries")
+        ap, rank, _ = _fpr_per_query(q, _codes(query_labels, self._vocab), self.gallery, self.gallery_codes)
+        self.ap += ap.sum()
+        self.hit1 += (rank <= 1).float().sum()
+        self.hit5 += (rank <= 5).float().sum()
+        self.rank += rank.sum()
+        self.n += len(q)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        n = self.n.clamp_min(1)
+        return {"map": self.ap / n, "r@1": self.hit1 / n, "r@5": self.hit5 / n, "mean_rank": self.rank / n}
+
+
+def sample_success_rate(anchor: torch.Tensor, positive: torch.Tensor, distractors: torch.Tensor,
+                        margin: float = 0.0, distractor_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Share of anchors whose positive (same identity, another view) beats *every* near-identity
+    distractor by more than ``margin`` in cosine similarity. ``distractors`` is (N, K, D)."""
+    m = SampleSuccessRate(margin)
+    m.update(anchor, positive, distractors, distractor_mask)
+    return m.compute()
+
+
+class SampleSuccessRate(Metric):
+    higher_is_better = True
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(self, margin: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.margin = margin
+        self.add_state("success", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, anchor: torch.Tensor, positive: torch.Tensor, distractors: torch.Tensor,
+               distractor_mask: torch.Tensor | None = None) -> None:
+        a, p = _unit(anchor, "anchors"), _unit(positive, "positives")
+        d = torch.as_tensor(distractors, dtype=torch.float32)
+        if d.ndim != 3 or d.shape[0] != len(a) or d.shape[2] != a.shape[1] or p.shape != a.shape:
+            raise ValueError(f"expected anchors/positives (N, D) and distractors (N, K, D); got {tuple(a.shape)}, "
+                             f"{tuple(p.shape)}, {tuple(d.shape)}")
+        if not torch.isfinite(d).all():
+            raise ValueError("distractors contain NaN or inf")
+        d = torch.nn.functional.normalize(d, dim=-1)
+        mask = torch.ones(d.shape[:2], dtype=torch.bool) if distractor_mask is None else distractor_mask.bool()
+        s_pos = (a * p).sum(-1)
+        s_neg = torch.einsum("nd,nkd->nk", a, d).masked_fill(~mask, -float("inf")).amax(-1)
+        self.success += (s_pos - s_neg > self.margin).float().sum()
+        self.total += len(a)
+
+    def compute(self) -> torch.Tensor:
+        return self.success / self.total.clamp_min(1)
