@@ -18,6 +18,15 @@ class PretrainedMixin:
     config_class: ClassVar[type]
     model_type: ClassVar[str]
 
+    @property
+    def device(self):
+        """Where the parameters live (diffusers pipelines ask every component)."""
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self):
+        return next(self.parameters()).dtype
+
     def save_pretrained(self, path: str | Path) -> Path:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)

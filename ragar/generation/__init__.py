@@ -1,0 +1,1 @@
+"""Preference-conditioned diffusion: the adapter, the pipeline (and, later, its training)."""

@@ -1,0 +1,75 @@
+"""``RagarPipeline``: a diffusers pipeline that renders a reference the way a user would prefer it.
+
+Registered components: ``unet`` (``UNet2DConditionModel``), ``scheduler`` (any diffusers scheduler),
+``adapter`` (:class:`PreferenceAdapter`). Two guidance scales, compositional as in InstructPix2Pix:
+
+    eps = eps(∅, ∅) + s_ref · (eps(r, ∅) − eps(∅, ∅)) + s_pref · (eps(r, p) − eps(r, ∅))
+
+so ``reference_guidance_scale`` pulls towards the reference and ``preference_guidance_scale``
+towards the user's preference; the three branches run as one batch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+
+@dataclass
+class RagarPipelineOutput(BaseOutput):
+    images: np.ndarray | torch.Tensor   # (B * N, H, W, 3) uint8 for "np", or (B * N, 3, H, W) in [-1, 1] for "pt"
+    timings: dict
+
+
+class RagarPipeline(DiffusionPipeline):
+    def __init__(self, unet, scheduler, adapter):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler, adapter=adapter)
+
+    @torch.no_grad()
+    def __call__(self, reference_embeds: torch.Tensor, preference_embeds: torch.Tensor,
+                 num_images_per_request: int = 1, reference_guidance_scale: float = 2.0,
+                 preference_guidance_scale: float = 2.0, num_inference_steps: int = 25,
+                 generator: torch.Generator | list[torch.Generator] | None = None, output_type: str = "np",
+                 return_dict: bool = True):
+        t0 = time.perf_counter()
+        if num_images_per_request < 1:
+            raise ValueError("num_images_per_request must be >= 1")
+        if output_type not in ("np", "pt"):
+            raise ValueError(f"output_type must be 'np' or 'pt', not {output_type!r}")
+        device = self._execution_device
+        ref = torch.as_tensor(reference_embeds, dtype=torch.float32, device=device)
+        pref = torch.as_tensor(preference_embeds, dtype=torch.float32, device=device)
+        if ref.shape != pref.shape:
+            raise ValueError(f"reference {tuple(ref.shape)} and preference {tuple(pref.shape)} embeddings differ")
+        n = num_images_per_request
+        ref, pref = ref.repeat_interleave(n, 0), pref.repeat_interleave(n, 0)
+        b = len(ref)
+        keep = torch.zeros(b, dtype=torch.bool, device=device)  # drop flags: False keeps a condition
+        drop = torch.ones(b, dtype=torch.bool, device=device)
+        cond = torch.cat([self.adapter(ref, pref, drop, drop),   # (∅, ∅)
+                          self.adapter(ref, pref, keep, drop),   # (r, ∅)
+                          self.adapter(ref, pref, keep, keep)])  # (r, p)
+        size = self.unet.config.sample_size
+        latents = randn_tensor((b, self.unet.config.in_channels, size, size), generator=generator, device=device,
+                               dtype=cond.dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        latents = latents * self.scheduler.init_noise_sigma
+        for t in self.progress_bar(self.scheduler.timesteps):
+            x = self.scheduler.scale_model_input(torch.cat([latents] * 3), t)
+            eps_u, eps_r, eps_rp = self.unet(x, t, encoder_hidden_states=cond).sample.chunk(3)
+            eps = eps_u + reference_guidance_scale * (eps_r - eps_u) + preference_guidance_scale * (eps_rp - eps_r)
+            latents = self.scheduler.step(eps, t, latents, generator=generator).prev_sample
+        images = latents.clamp(-1, 1)
+        if output_type == "np":
+            images = ((images + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        timings = {"seconds": time.perf_counter() - t0, "steps": num_inference_steps, "images": b}
+        if not return_dict:
+            return images, timings
+        return RagarPipelineOutput(images=images, timings=timings)
