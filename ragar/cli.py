@@ -44,7 +44,7 @@ class UserError(Exception):
 
 
 def fail(msg: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -365,6 +365,34 @@ def train_encoder(
     print_table([{"steps": steps, "first loss": sum(losses[:10]) / min(10, len(losses)),
                   "final loss": sum(losses[-10:]) / min(10, len(losses)),
                   "seconds": round(time.perf_counter() - t0, 1)}], f"encoder saved to {out}")
+
+
+@train_app.command("generator")
+def train_generator_cmd(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option("--data", "-d", help="a world directory")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="checkpoints, samples and the final weights")],
+    steps: Annotated[int | None, typer.Option(help="override generator.steps")] = None,
+    max_pairs: Annotated[int | None, typer.Option(help="use at most this many training pairs")] = None,
+    no_resume: bool = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train the embedded pixel-space generator (resumes from the latest checkpoint in OUT)."""
+    from ragar.generation.train import make_pairs, train_generator
+
+    cfg = get_config(config, [*(set_ or []), *([f"generator.steps={steps}"] if steps else [])])
+    if not (data / "views.parquet").exists():
+        raise fail(f"{data} is not a world directory (no views.parquet)")
+    emb = _embed(cfg, data)
+    pairs = make_pairs(data, emb.ids, emb.combined(cfg.encoder.text_weight), cfg.generator.image_size, cfg.preference,
+                       max_pairs=max_pairs, seed=cfg.generator.seed)
+    prov = {"command": ctx.command_path, "params": {k: str(v) for k, v in ctx.params.items()}, "data": str(data),
+            "world_seed": cfg.world.seed, "encoder": emb.fingerprint}
+    s = train_generator(pairs, out, cfg.generator, resume=not no_resume, provenance=prov)
+    print_table([{"pairs": s["pairs"], "steps": s["steps"], "resumed from": s["resumed_from"],
+                  "first loss": s["first_loss"], "final loss": s["final_loss"],
+                  "seconds": round(s["seconds_this_run"], 1)}], f"generator saved to {out}")
 
 
 def _train_and_save(cfg: RagarConfig, data: Path, out: Path, items, rd):

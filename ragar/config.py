@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ragar.generation.train import GeneratorConfig
 from recsys.preference import PreferenceConfig
 from recsys.world.config import WorldConfig
 
@@ -69,6 +70,7 @@ class RagarConfig(BaseModel):
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
     eval_preference: EvalPreferenceConfig = Field(default_factory=EvalPreferenceConfig)
     ranker: RankerConfig = Field(default_factory=RankerConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
 
 
 class ConfigError(ValueError):

@@ -172,6 +172,21 @@ def train_din(model: DINRanker, cand: np.ndarray, hist_pos: np.ndarray, hist_mas
 
     ``hist_*`` / ``skip_*`` are per request and ``request_row`` maps each sample to its request
     (None: one request per sample), so a slate's history is stored once, not once per impression."""
+
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    # the backward of the history gathers accumulates with duplicate indices (index_put_ /
+    # scatter_add); without this the float summation order follows thread scheduling and two runs
+    # with the same seed drift apart
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train_din(model, cand, hist_pos, hist_mask, stats, labels, position, image_table, item_table,
+                          skip_pos, skip_mask, request_row, epochs, batch_size, lr, seed, progress)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+
+
+def _train_din(model, cand, hist_pos, hist_mask, stats, labels, position, image_table, item_table, skip_pos,
+               skip_mask, request_row, epochs, batch_size, lr, seed, progress) -> list[float]:
     from tqdm.auto import tqdm
 
     g = torch.Generator().manual_seed(seed)

@@ -1,0 +1,246 @@
+"""Training the embedded generator: a small pixel-space ``UNet2DConditionModel`` plus the adapter.
+
+Pairs follow the task (one per positive event of a user): the *target* is a render of the item the
+user clicked or liked; the *reference* is another item of the same identity in another style (the
+thing to render); the *preference* is the retrieval-weighted embedding of the user's history
+before the event with respect to that reference (``recsys.preference``). Each condition is dropped
+independently (classifier-free dropout), so inference can guide on each.
+
+Runs under ``accelerate`` (CPU here, one or many GPUs elsewhere). Checkpoints are safetensors +
+JSON, optimizer state included, so resuming never unpickles anything; batches are drawn from a
+generator seeded by (seed, step), so a resumed run is identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+
+from ragar.generation.adapter import AdapterConfig, PreferenceAdapter
+from recsys.history import build_histories, requests_at
+from recsys.preference import PreferenceConfig, RetrievalPreference
+
+
+class GeneratorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image_size: int = Field(32, ge=8, le=256)
+    block_out_channels: list[int] = Field(default_factory=lambda: [32, 64, 128])
+    layers_per_block: int = Field(1, ge=1)
+    cross_attention_dim: int = Field(128, ge=8)
+    adapter_tokens: int = Field(4, ge=1)
+    attention_head_dim: int = Field(8, ge=1)
+    num_train_timesteps: int = Field(1000, ge=10)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    steps: int = Field(2000, ge=1)
+    drop_reference: float = Field(0.1, ge=0, le=1)
+    drop_preference: float = Field(0.1, ge=0, le=1)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    checkpoint_every: int = Field(500, ge=1)
+    sample_every: int = Field(500, ge=1)
+    mixed_precision: str = Field("no", pattern="^(no|fp16|bf16)$")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    seed: int = 0
+
+
+def build_unet(cfg: GeneratorConfig):
+    from diffusers import UNet2DConditionModel
+
+    n = len(cfg.block_out_channels)
+    down = ["CrossAttnDownBlock2D"] * (n - 1) + ["DownBlock2D"]
+    up = ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n - 1)
+    return UNet2DConditionModel(
+        sample_size=cfg.image_size, in_channels=3, out_channels=3, layers_per_block=cfg.layers_per_block,
+        block_out_channels=tuple(cfg.block_out_channels), down_block_types=tuple(down), up_block_types=tuple(up),
+        cross_attention_dim=cfg.cross_attention_dim, attention_head_dim=cfg.attention_head_dim,
+        norm_num_groups=min(8, cfg.block_out_channels[0]))
+
+
+@dataclass
+class GeneratorPairs:
+    targets: torch.Tensor     # (P, 3, S, S) in [-1, 1]
+    reference: torch.Tensor   # (P, D)
+    preference: torch.Tensor  # (P, D)
+    user_ids: list[str]
+    target_items: list[str]
+    reference_items: list[str]
+
+
+def make_pairs(root: str | Path, item_ids: np.ndarray, vectors: np.ndarray, image_size: int,
+               preference: PreferenceConfig | None = None, max_pairs: int | None = None, seed: int = 0
+               ) -> GeneratorPairs:
+    """One pair per positive event whose identity exists in another style (see module doc)."""
+    from ragar.encoders.base import load_rgb, to_batch
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    items = pl.read_parquet(root / "items.parquet")
+    views = pl.read_parquet(root / "views.parquet").filter(pl.col("kind") == "view") \
+        if (root / "views.parquet").exists() else items.select("item_id", "image")
+    inter = pl.read_parquet(root / "interactions.parquet")
+    pos = inter.filter(pl.col("event_type").is_in(["click", "like"])).unique(["user_id", "item_id"], keep="last")
+    if max_pairs and pos.height > max_pairs:
+        pos = pos[np.sort(rng.choice(pos.height, max_pairs, replace=False)).tolist()]
+    by_identity = items.group_by("identity_id").agg(pl.col("item_id"))
+    siblings = dict(zip(by_identity["identity_id"], by_identity["item_id"], strict=True))
+    identity = dict(zip(items["item_id"], items["identity_id"], strict=True))
+    view_paths = views.group_by("item_id").agg(pl.col("image"))
+    view_of = dict(zip(view_paths["item_id"], view_paths["image"], strict=True))
+    rows = []
+    for u, t, ts in pos.select("user_id", "item_id", "timestamp").iter_rows():
+        others = [i for i in siblings[identity[t]] if i != t]
+        if others:
+            rows.append((u, t, others[int(rng.integers(len(others)))], ts))
+    if not rows:
+        raise ValueError(f"{root}: no positive event has an identity in another style to use as reference")
+    index = {k: i for i, k in enumerate(item_ids)}
+    users, targets, refs, times = map(list, zip(*rows, strict=True))
+    hist = build_histories(inter, requests_at(users, times), index)
+    h = torch.from_numpy(vectors[np.where(hist.mask, hist.positions, 0)])
+    r = torch.from_numpy(vectors[[index[x] for x in refs]])
+    module = RetrievalPreference(preference or PreferenceConfig())
+    p = module(h, r, torch.from_numpy(hist.mask), module.event_weight_tensor(hist.event_types, hist.mask.shape[1]))
+    imgs = [load_rgb(root / view_of[t][int(rng.integers(len(view_of[t])))]) for t in targets]
+    x = to_batch(imgs, image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # -> [-1, 1]
+    return GeneratorPairs(x, r, p.embedding, users, targets, refs)
+
+
+# --- checkpoints (safetensors + JSON, no pickle) ----------------------------------------------------
+
+def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    sd = opt.state_dict()
+    tensors = {f"{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items() if torch.is_tensor(v)}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "optimizer.safetensors"))
+    (path / "optimizer.json").write_text(json.dumps({"param_groups": sd["param_groups"]}))
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    flat = load_file(str(path / "optimizer.safetensors"))
+    state: dict[int, dict] = {}
+    for key, v in flat.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    groups = json.loads((path / "optimizer.json").read_text())["param_groups"]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_checkpoint(path: Path, step: int, unet, adapter, opt, ema, losses: list[float]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    unet.save_pretrained(path / "unet")
+    adapter.save_pretrained(path / "adapter")
+    _save_optimizer(opt, path)
+    shadow = {f"ema.{i}": p.detach().contiguous() for i, p in enumerate(ema.shadow_params)}
+    save_file(shadow, str(path / "ema.safetensors"))
+    # the EMA's decay warms up with its own step counter: it must resume too
+    (path / "state.json").write_text(json.dumps({"step": step, "losses": losses,
+                                                 "ema_optimization_step": int(ema.optimization_step)}))
+    return path
+
+
+@torch.no_grad()
+def sample_grid(unet, adapter, pairs: GeneratorPairs, cfg: GeneratorConfig, n: int = 8, steps: int = 20):
+    """Top row: the targets of the first ``n`` pairs; bottom row: samples for their conditions."""
+    from diffusers import DDIMScheduler
+    from PIL import Image
+
+    from ragar.generation.pipeline import RagarPipeline
+
+    was_training = unet.training
+    unet.eval()
+    pipe = RagarPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps),
+                         adapter=adapter)
+    pipe.set_progress_bar_config(disable=True)
+    n = min(n, len(pairs.targets))
+    out = pipe(reference_embeds=pairs.reference[:n], preference_embeds=pairs.preference[:n], num_inference_steps=steps,
+               generator=torch.Generator().manual_seed(cfg.seed)).images
+    unet.train(was_training)
+    top = ((pairs.targets[:n] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    grid = np.concatenate([np.concatenate(list(top), 1), np.concatenate(list(out), 1)], 0)
+    return Image.fromarray(grid)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    cks = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return cks[-1] if cks else None
+
+
+def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig, resume: bool = True,
+                    progress: bool = True, provenance: dict | None = None) -> dict:
+    """Train (or resume) into ``out``; returns a summary (final loss, steps, seconds)."""
+    from accelerate import Accelerator
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                      cpu=not torch.cuda.is_available())
+    torch.manual_seed(cfg.seed)
+    unet = build_unet(cfg)
+    adapter = PreferenceAdapter(AdapterConfig(pairs.reference.shape[1], cfg.cross_attention_dim, cfg.adapter_tokens))
+    params = [*unet.parameters(), *adapter.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=1e-4)
+    ema = EMAModel(params, decay=cfg.ema_decay)
+    scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps)
+    start, losses = 0, []
+    ck = latest_checkpoint(out) if resume else None
+    if ck is not None:
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(ck / "unet").state_dict())
+        adapter.load_state_dict(PreferenceAdapter.from_pretrained(ck / "adapter").state_dict())
+        _load_optimizer(opt, ck)
+        shadow = load_file(str(ck / "ema.safetensors"))
+        ema.shadow_params = [shadow[f"ema.{i}"] for i in range(len(shadow))]
+        state = json.loads((ck / "state.json").read_text())
+        start, losses = state["step"], state["losses"]
+        ema.optimization_step = state["ema_optimization_step"]
+    unet, adapter, opt = acc.prepare(unet, adapter, opt)
+    n = len(pairs.targets)
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, cfg.steps), desc="train generator", disable=not progress, initial=start, total=cfg.steps)
+    for step in bar:
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # batch depends on (seed, step) only
+        idx = torch.randint(n, (cfg.batch_size,), generator=g)
+        x0, ref, pref = pairs.targets[idx], pairs.reference[idx], pairs.preference[idx]
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(cfg.num_train_timesteps, (len(idx),), generator=g)
+        drop_r = torch.rand(len(idx), generator=g) < cfg.drop_reference
+        drop_p = torch.rand(len(idx), generator=g) < cfg.drop_preference
+        with acc.accumulate(unet):
+            xt = scheduler.add_noise(x0, noise, t)
+            cond = adapter(ref.to(acc.device), pref.to(acc.device), drop_r.to(acc.device), drop_p.to(acc.device))
+            pred = unet(xt.to(acc.device), t.to(acc.device), encoder_hidden_states=cond).sample
+            loss = torch.nn.functional.mse_loss(pred.float(), noise.to(acc.device))
+            acc.backward(loss)
+            opt.step()
+            opt.zero_grad()
+        ema.step(params)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        done = step + 1
+        if done % cfg.sample_every == 0:
+            sample_grid(acc.unwrap_model(unet), acc.unwrap_model(adapter), pairs, cfg).save(out / f"samples-{done}.png")
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            save_checkpoint(out / f"checkpoint-{done}", done, acc.unwrap_model(unet), acc.unwrap_model(adapter), opt,
+                            ema, losses)
+    bar.close()
+    # the released weights are the EMA weights
+    ema.copy_to(params)
+    acc.unwrap_model(unet).save_pretrained(out / "unet")
+    acc.unwrap_model(adapter).save_pretrained(out / "adapter")
+    scheduler.save_pretrained(out / "scheduler")
+    summary = {"steps": cfg.steps, "resumed_from": start,
+               "final_loss": float(np.mean(losses[-20:])) if losses else None,
+               "first_loss": float(np.mean(losses[:20])) if losses else None,
+               "seconds_this_run": time.perf_counter() - t0, "pairs": n, "config": cfg.model_dump(),
+               **(provenance or {})}
+    (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
