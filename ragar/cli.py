@@ -39,10 +39,6 @@ ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="named con
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set world.seed=3")]
 
 
-class UserError(Exception):
-    """An error the user can fix: printed without a traceback, exit code 2."""
-
-
 def fail(msg: str) -> typer.Exit:
     err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
@@ -529,11 +525,7 @@ def demo(
 
 
 def main() -> None:
-    try:
-        app()
-    except UserError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
-        sys.exit(2)
+    app()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import polars as pl
 from PIL import Image, ImageDraw
 
 
-def contact_sheet(root: str | Path, n_rows: int = 8, cell: int = 64, seed: int = 0) -> Image.Image:
+def contact_sheet(root: str | Path, n_rows: int = 8, cell: int = 64) -> Image.Image:
     """One row per item (one item per category first): its views, then each distractor next to the
     view it was made from (outlined in red)."""
     root = Path(root)
