@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ragar.generation.personalize import GenerationConfig
 from ragar.generation.train import GeneratorConfig
 from recsys.preference import PreferenceConfig
 from recsys.world.config import WorldConfig
@@ -71,6 +72,7 @@ class RagarConfig(BaseModel):
     eval_preference: EvalPreferenceConfig = Field(default_factory=EvalPreferenceConfig)
     ranker: RankerConfig = Field(default_factory=RankerConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
 
 class ConfigError(ValueError):

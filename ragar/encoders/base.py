@@ -1,12 +1,13 @@
 """The encoder interface: batched, L2-normalised embeddings with a fingerprint for caching.
 
-Images go in as PIL images, HxWx3 uint8 arrays or file paths; preprocessing uses torch only
+Images go in as PIL images, HxWx3 uint8 arrays, file paths or encoded bytes (uploads); preprocessing uses torch only
 (``torch.nn.functional.interpolate``), so no torchvision is needed anywhere.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-ImageLike = Image.Image | np.ndarray | str | Path
+ImageLike = Image.Image | np.ndarray | str | Path | bytes
 
 #: Reject anything bigger than this before decoding (decompression bombs).
 MAX_IMAGE_PIXELS = 4096 * 4096
@@ -42,14 +43,18 @@ def load_rgb(x: ImageLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
                 raise ImageInputError("image array contains NaN or inf")
             arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
         return np.ascontiguousarray(arr[..., :3])
-    if isinstance(x, (str, Path)):
+    if isinstance(x, (bytes, bytearray, memoryview)):  # an upload: the header is read before any pixels
+        name, x = "uploaded bytes", io.BytesIO(bytes(x))
+    else:
+        name = x
+    if isinstance(x, (str, Path, io.BytesIO)):
         try:
             with Image.open(x) as im:
                 if im.width * im.height > max_pixels:
-                    raise ImageInputError(f"{x}: {im.width}x{im.height} exceeds {max_pixels} pixels")
+                    raise ImageInputError(f"{name}: {im.width}x{im.height} exceeds {max_pixels} pixels")
                 return np.asarray(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as e:
-            raise ImageInputError(f"{x}: not a readable image ({e})") from None
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+            raise ImageInputError(f"{name}: not a readable image ({e})") from None
     if isinstance(x, Image.Image):
         if x.width * x.height > max_pixels:
             raise ImageInputError(f"image of {x.width}x{x.height} exceeds {max_pixels} pixels")

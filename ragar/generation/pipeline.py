@@ -11,14 +11,20 @@ towards the user's preference; the three branches run as one batch.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
+
+
+SCHEDULERS = {"ddim": "DDIMScheduler", "ddpm": "DDPMScheduler", "euler": "EulerDiscreteScheduler",
+              "dpm": "DPMSolverMultistepScheduler"}
 
 
 @dataclass
@@ -31,6 +37,35 @@ class RagarPipeline(DiffusionPipeline):
     def __init__(self, unet, scheduler, adapter):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, adapter=adapter)
+
+    def save_pretrained(self, path: str | Path, half: bool = False) -> Path:
+        """``unet/``, ``adapter/``, ``scheduler/`` under ``path`` (fp16 UNet weights with ``half``:
+        they load back as fp32)."""
+        path = Path(path)
+        unet = copy.deepcopy(self.unet).half() if half else self.unet
+        unet.save_pretrained(path / "unet")
+        self.adapter.save_pretrained(path / "adapter")
+        self.scheduler.save_pretrained(path / "scheduler")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, scheduler: str = "ddim") -> RagarPipeline:
+        """Load what :meth:`save_pretrained` (or ``ragar train generator``) wrote; ``scheduler``
+        picks the sampler (``ddim``, ``ddpm``, ``euler``, ``dpm``) over the trained noise schedule."""
+        import diffusers
+        from diffusers import UNet2DConditionModel
+
+        from ragar.generation.adapter import PreferenceAdapter
+
+        path = Path(path)
+        missing = [d for d in ("unet", "adapter", "scheduler") if not (path / d).is_dir()]
+        if missing:
+            raise FileNotFoundError(f"{path} is not a RAGAR generator: missing {missing}")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {scheduler!r}; choose from {sorted(SCHEDULERS)}")
+        unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=torch.float32)
+        sched = getattr(diffusers, SCHEDULERS[scheduler]).from_pretrained(path / "scheduler")
+        return cls(unet=unet.eval(), scheduler=sched, adapter=PreferenceAdapter.from_pretrained(path / "adapter"))
 
     @torch.no_grad()
     def __call__(self, reference_embeds: torch.Tensor, preference_embeds: torch.Tensor,

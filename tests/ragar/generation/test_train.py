@@ -10,7 +10,7 @@ import torch
 
 from ragar.generation.train import GeneratorConfig, make_pairs, train_generator
 
-TINY = dict(image_size=16, block_out_channels=[16, 32], cross_attention_dim=32, adapter_tokens=2,
+TINY = dict(image_size=16, block_out_channels=[16, 32], cross_attention_blocks=[True, False], cross_attention_dim=32, adapter_tokens=2,
             num_train_timesteps=100, batch_size=8, learning_rate=1e-3, checkpoint_every=3, sample_every=1000)
 
 
@@ -78,6 +78,7 @@ def test_cli_train_generator_with_samples(tiny_world, tmp_path):
 
     args = ["train", "generator", "--data", str(tiny_world), "--out", str(tmp_path), "--config", "tiny",
             "--steps", "4", "--set", "generator.image_size=16", "--set", "generator.block_out_channels=[16, 32]",
+            "--set", "generator.cross_attention_blocks=[true, false]",
             "--set", "generator.cross_attention_dim=32", "--set", "generator.sample_every=2",
             "--set", "generator.checkpoint_every=2", "--set", "generator.batch_size=4"]
     r = CliRunner().invoke(app, args)

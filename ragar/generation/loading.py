@@ -1,0 +1,64 @@
+"""Assemble a :class:`Personalizer` from directories: a dataset, a trained generator, rankers.
+
+One function, so the CLI, the evaluation and the API build the same object from the same config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ragar.encoders.catalog import CatalogEmbeddings, embed_catalog
+from ragar.encoders.registry import build_image_encoder, build_text_encoder
+from ragar.generation.personalize import GenerationConfig, Personalizer
+from recsys.preference import PreferenceConfig
+from recsys.ranking.features import ItemTable
+
+#: the generator trained for the demo world ships with the package (see its provenance.json)
+DEMO_GENERATOR = Path(__file__).resolve().parents[1] / "weights" / "demo-generator"
+
+
+def item_table(items: pl.DataFrame, emb: CatalogEmbeddings, text_weight: float) -> ItemTable:
+    cats = sorted(items["category"].unique().to_list())
+    index = {c: i for i, c in enumerate(cats)}
+    return ItemTable(emb.ids, emb.image, emb.combined(text_weight),
+                     np.asarray([index[c] for c in items["category"]]), cats)
+
+
+def load_personalizer(data: str | Path, generator: str | Path | None = None, rankers: str | Path | None = None, *,
+                      image_encoder: str = "efficientnet-lite0", image_size: int = 224, text_encoder: str | None = "minilm",
+                      text_weight: float = 0.5, preference: PreferenceConfig | None = None,
+                      generation: GenerationConfig | None = None, scheduler: str = "ddim", ranker: str = "ragar",
+                      progress: bool = False) -> Personalizer:
+    """``generator`` defaults to the shipped demo generator; without ``rankers`` candidates get no
+    preference-fit score (best-of-N then ranks by identity alone)."""
+    from ragar.generation.pipeline import RagarPipeline
+    from recsys.data.io import read_table
+    from recsys.ranking.pipeline import Rankers
+    from recsys.ranking.scoring import PreferenceScorer
+
+    data = Path(data)
+    if not (data / "items.parquet").exists():
+        raise FileNotFoundError(f"{data} has no items.parquet: not a dataset directory")
+    pipe = RagarPipeline.from_pretrained(generator or DEMO_GENERATOR, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=not progress)
+    img = build_image_encoder(image_encoder, image_size)
+    txt = build_text_encoder(text_encoder)
+    items = pl.read_parquet(data / "items.parquet")
+    emb = embed_catalog(data, img, txt, items=items, progress=progress)
+    dim = pipe.adapter.config.embed_dim
+    if emb.combined(text_weight).shape[1] != dim:
+        raise ValueError(f"the generator was trained on {dim}-d embeddings, but these encoders give "
+                         f"{emb.combined(text_weight).shape[1]}-d ones (use the encoders it was trained with)")
+    inter = read_table(data, "interactions")
+    scorer = None
+    if rankers is not None:
+        model = Rankers.from_pretrained(rankers).din.get(ranker)
+        if model is None:
+            raise KeyError(f"{rankers} has no torch ranker {ranker!r}")
+        scorer = PreferenceScorer(model, item_table(items, emb, text_weight), inter)
+    refs = {i: str(data / p) for i, p in zip(items["item_id"], items["image"], strict=True)}
+    return Personalizer(pipe, emb, inter, img, text_weight, preference, scorer, reference_images=refs,
+                        config=generation)
