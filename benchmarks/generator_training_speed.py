@@ -43,10 +43,13 @@ def time_steps(cfg: GeneratorConfig, channels_last: bool, steps: int = 6, warmup
 def main() -> None:
     base = dict(image_size=32, batch_size=32)
     variants = {
-        "before: attention at 32+16 px, [32,64,128]": (GeneratorConfig(**base, block_out_channels=[32, 64, 128]), False),
-        "channels-last": (GeneratorConfig(**base, block_out_channels=[32, 64, 128]), True),
+        "before: attention at 32+16 px, [32,64,128]": (
+            GeneratorConfig(**base, block_out_channels=[32, 64, 128], cross_attention_blocks=[True, True, False]), False),
+        "channels-last": (
+            GeneratorConfig(**base, block_out_channels=[32, 64, 128], cross_attention_blocks=[True, True, False]), True),
         "attention only at 16+8 px, [32,64,128,128]": (
-            GeneratorConfig(**base, block_out_channels=[32, 64, 128, 128], cross_attention_blocks=[False, True, True, False]), False),
+            GeneratorConfig(**base, block_out_channels=[32, 64, 128, 128],
+                            cross_attention_blocks=[False, True, True, False]), False),
     }
     rows = []
     for name, (cfg, cl) in variants.items():

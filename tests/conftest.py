@@ -27,7 +27,8 @@ def tiny_world(tmp_path_factory, tiny_config):
 
 #: a generator small enough to train in seconds on the tiny world (mechanics, not quality)
 TINY_GENERATOR = ["--set", "generator.image_size=16", "--set", "generator.block_out_channels=[16, 32]",
-                  "--set", "generator.cross_attention_blocks=[true, false]", "--set", "generator.cross_attention_dim=32",
+                  "--set", "generator.cross_attention_blocks=[true, false]",
+                  "--set", "generator.cross_attention_dim=32",
                   "--set", "generator.adapter_tokens=2", "--set", "generator.batch_size=4",
                   "--set", "generator.num_train_timesteps=100", "--set", "generator.sample_every=1000"]
 

@@ -28,7 +28,8 @@ def item_table(items: pl.DataFrame, emb: CatalogEmbeddings, text_weight: float) 
 
 
 def load_personalizer(data: str | Path, generator: str | Path | None = None, rankers: str | Path | None = None, *,
-                      image_encoder: str = "efficientnet-lite0", image_size: int = 224, text_encoder: str | None = "minilm",
+                      image_encoder: str = "efficientnet-lite0", image_size: int = 224,
+                      text_encoder: str | None = "minilm",
                       text_weight: float = 0.5, preference: PreferenceConfig | None = None,
                       generation: GenerationConfig | None = None, scheduler: str = "ddim", ranker: str = "ragar",
                       progress: bool = False) -> Personalizer:

@@ -195,7 +195,7 @@ class Personalizer:
 
     # --- the call -------------------------------------------------------------------------------
 
-    def __call__(self, user_ids: str | list[str], reference_item_ids: str | None | list[str | None] = None,
+    def __call__(self, user_ids: str | list[str], reference_item_ids: str | list[str | None] | None = None,
                  reference_images: ImageLike | list[ImageLike | None] | None = None, *, n: int | None = None,
                  method: str | None = None, seed: int | list[int] = 0, tradeoff: float | None = None,
                  num_inference_steps: int | None = None, reference_guidance_scale: float | None = None,

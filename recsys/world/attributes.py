@@ -203,5 +203,5 @@ def train_attribute_reader(root: str | Path, image_size: int = 32, epochs: int =
     n_parts = np.asarray([len(CATEGORIES[cats[c]]) for c in data.category[te].numpy()])
     mask = np.arange(max_parts())[None] < n_parts[:, None]
     acc["parts"] = float((read["parts"] == true_parts)[mask].mean())
-    acc["held_out_renders"] = int(len(te))
+    acc["held_out_renders"] = len(te)
     return model, acc

@@ -83,7 +83,7 @@ def test_bad_inputs(tiny_personalizer, request_pair, tmp_path):
 
 
 def test_uploaded_reference(tiny_personalizer, request_pair, tiny_world):
-    user, item = request_pair
+    user, _ = request_pair
     path = tiny_world / pl.read_parquet(tiny_world / "items.parquet")["image"][0]
     buf = io.BytesIO()
     Image.open(path).save(buf, format="PNG")

@@ -10,7 +10,8 @@ import torch
 
 from ragar.generation.train import GeneratorConfig, make_pairs, train_generator
 
-TINY = dict(image_size=16, block_out_channels=[16, 32], cross_attention_blocks=[True, False], cross_attention_dim=32, adapter_tokens=2,
+TINY = dict(image_size=16, block_out_channels=[16, 32], cross_attention_blocks=[True, False], cross_attention_dim=32,
+            adapter_tokens=2,
             num_train_timesteps=100, batch_size=8, learning_rate=1e-3, checkpoint_every=3, sample_every=1000)
 
 
