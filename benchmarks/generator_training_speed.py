@@ -42,11 +42,12 @@ def time_steps(cfg: GeneratorConfig, channels_last: bool, steps: int = 6, warmup
 
 def main() -> None:
     base = dict(image_size=32, batch_size=32)
+    before = dict(block_out_channels=[32, 64, 128], cross_attention_blocks=[True, True, False])
     variants = {
         "before: attention at 32+16 px, [32,64,128]": (
-            GeneratorConfig(**base, block_out_channels=[32, 64, 128], cross_attention_blocks=[True, True, False]), False),
+            GeneratorConfig(**base, **before), False),
         "channels-last": (
-            GeneratorConfig(**base, block_out_channels=[32, 64, 128], cross_attention_blocks=[True, True, False]), True),
+            GeneratorConfig(**base, **before), True),
         "attention only at 16+8 px, [32,64,128,128]": (
             GeneratorConfig(**base, block_out_channels=[32, 64, 128, 128],
                             cross_attention_blocks=[False, True, True, False]), False),
