@@ -370,25 +370,60 @@ def train_generator_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="checkpoints, samples and the final weights")],
     steps: Annotated[int | None, typer.Option(help="override generator.steps")] = None,
     max_pairs: Annotated[int | None, typer.Option(help="use at most this many training pairs")] = None,
+    rank_task: Annotated[bool, typer.Option("--rank-task/--no-rank-task",
+                                            help="add the ranking loss of the frozen ranker (needs --rankers)")] = False,
+    init: Annotated[Path | None, typer.Option(help="fine-tune from this trained generator")] = None,
+    rankers: Annotated[Path | None, typer.Option(help="trained rankers (for --rank-task)")] = None,
     no_resume: bool = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Train the embedded pixel-space generator (resumes from the latest checkpoint in OUT)."""
+    """Train the embedded pixel-space generator (resumes from the latest checkpoint in OUT).
+
+    The rank task and its ablation: `--init BASE --rank-task` and `--init BASE` fine-tune the same
+    weights for the same steps, with and without the ranking loss."""
     from ragar.generation.train import make_pairs, train_generator
 
-    cfg = get_config(config, [*(set_ or []), *([f"generator.steps={steps}"] if steps else [])])
+    extra = [*([f"generator.steps={steps}"] if steps else []), *(["generator.rank_task=true"] if rank_task else []),
+             *([f"generator.init_from={init}"] if init else [])]
+    cfg = get_config(config, [*(set_ or []), *extra])
     if not (data / "views.parquet").exists():
         raise fail(f"{data} is not a world directory (no views.parquet)")
+    if cfg.generator.rank_task and rankers is None:
+        raise fail("--rank-task needs --rankers DIR (a trained torch ranker scores the generated images)")
+    if init is not None and not (init / "unet").is_dir():
+        raise fail(f"--init {init}: not a trained generator (no unet/)")
     emb = _embed(cfg, data)
     pairs = make_pairs(data, emb.ids, emb.combined(cfg.encoder.text_weight), cfg.generator.image_size, cfg.preference,
                        max_pairs=max_pairs, seed=cfg.generator.seed)
+    task = _rank_task(cfg, data, rankers, emb, pairs) if cfg.generator.rank_task else None
     prov = {"command": ctx.command_path, "params": {k: str(v) for k, v in ctx.params.items()}, "data": str(data),
             "world_seed": cfg.world.seed, "encoder": emb.fingerprint}
-    s = train_generator(pairs, out, cfg.generator, resume=not no_resume, provenance=prov)
+    s = train_generator(pairs, out, cfg.generator, resume=not no_resume, provenance=prov, rank_task=task)
     print_table([{"pairs": s["pairs"], "steps": s["steps"], "resumed from": s["resumed_from"],
                   "first loss": s["first_loss"], "final loss": s["final_loss"],
                   "seconds": round(s["seconds_this_run"], 1)}], f"generator saved to {out}")
+
+
+def _rank_task(cfg: RagarConfig, data: Path, rankers: Path, emb, pairs):
+    import polars as pl
+
+    from ragar.generation.loading import item_table
+    from ragar.generation.rank_task import RankTask
+    from recsys.data.io import read_table
+    from recsys.ranking.pipeline import Rankers
+    from recsys.ranking.scoring import PreferenceScorer
+
+    try:
+        model = Rankers.from_pretrained(rankers).din["ragar"]
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise fail(f"--rankers {rankers}: no trained torch ranker ({e})") from None
+    image_encoder, _ = _encoders(cfg)
+    if not hasattr(image_encoder, "model") or not hasattr(image_encoder.model, "extract_features"):
+        raise fail(f"the rank task needs a differentiable EfficientNet image encoder, not {cfg.encoder.image}")
+    items = pl.read_parquet(data / "items.parquet")
+    scorer = PreferenceScorer(model, item_table(items, emb, cfg.encoder.text_weight), read_table(data, "interactions"))
+    return RankTask(scorer, image_encoder.model, cfg.encoder.image_size, pairs.user_ids, pairs.times)
 
 
 def _train_and_save(cfg: RagarConfig, data: Path, out: Path, items, rd):

@@ -52,6 +52,12 @@ class GeneratorConfig(BaseModel):
     mixed_precision: str = Field("no", pattern="^(no|fp16|bf16)$")
     gradient_accumulation_steps: int = Field(1, ge=1)
     seed: int = 0
+    # the rank task (ragar.generation.rank_task): fine-tuning with the frozen ranker
+    rank_task: bool = False
+    rank_weight: float = Field(0.5, ge=0)
+    rank_batch: int = Field(8, ge=2)
+    rank_max_t: int = Field(400, ge=1, description="rank loss only where t < this (x̂0 is an image)")
+    init_from: str | None = Field(None, description="start from this trained generator's weights (fine-tuning)")
 
     @model_validator(mode="after")
     def _blocks_match(self) -> GeneratorConfig:
@@ -80,6 +86,7 @@ class GeneratorPairs:
     reference: torch.Tensor   # (P, D)
     preference: torch.Tensor  # (P, D)
     user_ids: list[str]
+    times: list  # datetime of each pair's event: the ranker sees the history before it
     target_items: list[str]
     reference_items: list[str]
 
@@ -120,7 +127,7 @@ def make_pairs(root: str | Path, item_ids: np.ndarray, vectors: np.ndarray, imag
     p = module(h, r, torch.from_numpy(hist.mask), module.event_weight_tensor(hist.event_types, hist.mask.shape[1]))
     imgs = [load_rgb(root / view_of[t][int(rng.integers(len(view_of[t])))]) for t in targets]
     x = to_batch(imgs, image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # -> [-1, 1]
-    return GeneratorPairs(x, r, p.embedding, users, targets, refs)
+    return GeneratorPairs(x, r, p.embedding, users, times, targets, refs)
 
 
 # --- checkpoints (safetensors + JSON, no pickle) ----------------------------------------------------
@@ -142,7 +149,8 @@ def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-def save_checkpoint(path: Path, step: int, unet, adapter, opt, ema, losses: list[float]) -> Path:
+def save_checkpoint(path: Path, step: int, unet, adapter, opt, ema, losses: list[float],
+                    rank_log: list | None = None) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     unet.save_pretrained(path / "unet")
     adapter.save_pretrained(path / "adapter")
@@ -150,7 +158,7 @@ def save_checkpoint(path: Path, step: int, unet, adapter, opt, ema, losses: list
     shadow = {f"ema.{i}": p.detach().contiguous() for i, p in enumerate(ema.shadow_params)}
     save_file(shadow, str(path / "ema.safetensors"))
     # the EMA's decay warms up with its own step counter: it must resume too
-    (path / "state.json").write_text(json.dumps({"step": step, "losses": losses,
+    (path / "state.json").write_text(json.dumps({"step": step, "losses": losses, "rank": rank_log or [],
                                                  "ema_optimization_step": int(ema.optimization_step)}))
     return path
 
@@ -177,14 +185,40 @@ def sample_grid(unet, adapter, pairs: GeneratorPairs, cfg: GeneratorConfig, n: i
     return Image.fromarray(grid)
 
 
+def _rank_step(unet, adapter, scheduler, rank_task, pairs: GeneratorPairs, rows: torch.Tensor, cfg: GeneratorConfig,
+               g: torch.Generator, device) -> tuple[torch.Tensor, float]:
+    """Rank-task loss on ``rows``: the same noisy target denoised with the pair's own preference
+    and with the next row's (another user's), scored for the pair's user (see rank_task)."""
+    from ragar.generation.rank_task import predicted_clean
+
+    b = len(rows)
+    x0, ref, pref = pairs.targets[rows], pairs.reference[rows], pairs.preference[rows]
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.randint(min(cfg.rank_max_t, cfg.num_train_timesteps), (b,), generator=g)
+    xt = scheduler.add_noise(x0, noise, t).to(device)
+    other = pref.roll(1, 0)
+    cond = adapter(torch.cat([ref, ref]).to(device), torch.cat([pref, other]).to(device))
+    x2 = torch.cat([xt, xt]).contiguous(memory_format=torch.channels_last)
+    eps = unet(x2, torch.cat([t, t]).to(device), encoder_hidden_states=cond).sample
+    clean = predicted_clean(scheduler, x2, eps.float(), torch.cat([t, t]).to(device))
+    own, oth = clean[:b], clean[b:]
+    return rank_task.loss(own, oth, rows), rank_task.win_rate(own.detach(), oth.detach(), rows)
+
+
 def latest_checkpoint(out: Path) -> Path | None:
     cks = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     return cks[-1] if cks else None
 
 
 def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig, resume: bool = True,
-                    progress: bool = True, provenance: dict | None = None) -> dict:
-    """Train (or resume) into ``out``; returns a summary (final loss, steps, seconds)."""
+                    progress: bool = True, provenance: dict | None = None, rank_task=None) -> dict:
+    """Train (or resume) into ``out``; returns a summary (final loss, steps, seconds).
+
+    ``rank_task`` (a :class:`ragar.generation.rank_task.RankTask` built over ``pairs``) adds the
+    ranking loss when ``cfg.rank_task``; ``cfg.init_from`` starts from a trained generator, so the
+    rank task and its ablation (the same fine-tuning without it) start from the same weights."""
+    if cfg.rank_task and rank_task is None:
+        raise ValueError("generator.rank_task is on but no rank task (ranker) was given")
     from accelerate import Accelerator
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from diffusers.training_utils import EMAModel
@@ -197,11 +231,16 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     torch.manual_seed(cfg.seed)
     unet = build_unet(cfg).to(memory_format=torch.channels_last)  # +6% steps/s on CPU, measured
     adapter = PreferenceAdapter(AdapterConfig(pairs.reference.shape[1], cfg.cross_attention_dim, cfg.adapter_tokens))
+    if cfg.init_from:
+        init = Path(cfg.init_from)
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(init / "unet", torch_dtype=torch.float32)
+                             .state_dict())
+        adapter.load_state_dict(PreferenceAdapter.from_pretrained(init / "adapter").state_dict())
     params = [*unet.parameters(), *adapter.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=1e-4)
     ema = EMAModel(params, decay=cfg.ema_decay)
     scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps)
-    start, losses = 0, []
+    start, losses, rank_log = 0, [], []
     ck = latest_checkpoint(out) if resume else None
     if ck is not None:
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(ck / "unet").state_dict())
@@ -210,7 +249,7 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
         shadow = load_file(str(ck / "ema.safetensors"))
         ema.shadow_params = [shadow[f"ema.{i}"] for i in range(len(shadow))]
         state = json.loads((ck / "state.json").read_text())
-        start, losses = state["step"], state["losses"]
+        start, losses, rank_log = state["step"], state["losses"], state.get("rank", [])
         ema.optimization_step = state["ema_optimization_step"]
     unet, adapter, opt = acc.prepare(unet, adapter, opt)
     n = len(pairs.targets)
@@ -229,18 +268,24 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
             cond = adapter(ref.to(acc.device), pref.to(acc.device), drop_r.to(acc.device), drop_p.to(acc.device))
             pred = unet(xt.to(acc.device), t.to(acc.device), encoder_hidden_states=cond).sample
             loss = torch.nn.functional.mse_loss(pred.float(), noise.to(acc.device))
-            acc.backward(loss)
+            total = loss
+            if cfg.rank_task:
+                rl, win = _rank_step(unet, adapter, scheduler, rank_task, pairs, idx[:cfg.rank_batch], cfg, g, acc.device)
+                total = loss + cfg.rank_weight * rl
+                rank_log.append([rl.item(), win])
+            acc.backward(total)
             opt.step()
             opt.zero_grad()
         ema.step(params)
         losses.append(loss.item())
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}",
+                        **({"rank": f"{np.mean([r[0] for r in rank_log[-20:]]):.3f}"} if rank_log else {}))
         done = step + 1
         if done % cfg.sample_every == 0:
             sample_grid(acc.unwrap_model(unet), acc.unwrap_model(adapter), pairs, cfg).save(out / f"samples-{done}.png")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             save_checkpoint(out / f"checkpoint-{done}", done, acc.unwrap_model(unet), acc.unwrap_model(adapter), opt,
-                            ema, losses)
+                            ema, losses, rank_log)
     bar.close()
     # the released weights are the EMA weights
     ema.copy_to(params)
@@ -252,6 +297,9 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
                "first_loss": float(np.mean(losses[:20])) if losses else None,
                "seconds_this_run": time.perf_counter() - t0, "pairs": n, "config": cfg.model_dump(),
                "torch_threads": torch.get_num_threads(), "device": str(acc.device),
+               "rank_loss_final": float(np.mean([r[0] for r in rank_log[-50:]])) if rank_log else None,
+               "rank_win_rate_final": float(np.mean([r[1] for r in rank_log[-50:]])) if rank_log else None,
+               "rank_win_rate_first": float(np.mean([r[1] for r in rank_log[:50]])) if rank_log else None,
                **(provenance or {})}
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

@@ -29,6 +29,20 @@ class ScoreResult:
     history_len: list[int]
 
 
+@dataclass
+class UserInputs:
+    """The user side of the torch ranker for a batch of requests."""
+
+    hist_pos: torch.Tensor    # (U, N) catalog positions, -1 on padding
+    mask: torch.Tensor        # (U, N)
+    stats: torch.Tensor       # (U, 3)
+    skip_pos: torch.Tensor
+    skip_mask: torch.Tensor
+
+    def take(self, rows: torch.Tensor) -> UserInputs:
+        return UserInputs(*(getattr(self, f)[rows] for f in ("hist_pos", "mask", "stats", "skip_pos", "skip_mask")))
+
+
 class PreferenceScorer:
     def __init__(self, model: DINRanker, items: ItemTable, interactions: pl.DataFrame | pl.LazyFrame,
                  max_len: int = 100):
@@ -38,18 +52,43 @@ class PreferenceScorer:
         self.skips = skips_of(self.interactions)
         self.max_len = max_len
         self._end = self.interactions["timestamp"].max()
+        self._image = torch.from_numpy(items.image)
+        self._combined = torch.from_numpy(items.combined)
 
-    def _user_stats(self, user_ids: list[str], as_of: datetime, hist_len: np.ndarray) -> np.ndarray:
-        ev = self.interactions.filter(pl.col("timestamp") < as_of).group_by("user_id").agg(
-            pl.col("event_type").is_in(POSITIVE_EVENTS).sum().alias("pos"),
-            (pl.col("event_type") == "click").sum().alias("clk"),
-            (pl.col("event_type") == "impression").sum().alias("imp"))
-        got = pl.DataFrame({"user_id": user_ids}).join(ev, on="user_id", how="left", maintain_order="left").fill_null(0)
+    def _user_stats(self, reqs: pl.DataFrame, hist_len: np.ndarray) -> np.ndarray:
+        """Per request: log history length, log past positives, smoothed past CTR (before as_of)."""
+        r = reqs.with_row_index("_row")
+        ev = (r.join(self.interactions.select("user_id", "timestamp", "event_type"), on="user_id")
+              .filter(pl.col("timestamp") < pl.col("as_of")).group_by("_row").agg(
+                  pl.col("event_type").is_in(POSITIVE_EVENTS).sum().alias("pos"),
+                  (pl.col("event_type") == "click").sum().alias("clk"),
+                  (pl.col("event_type") == "impression").sum().alias("imp")))
+        got = r.select("_row").join(ev, on="_row", how="left", maintain_order="left").fill_null(0)
         ctr = (got["clk"].to_numpy() + 0.1) / (got["imp"].to_numpy() + 1.0)
         return np.stack([np.log1p(hist_len), np.log1p(got["pos"].to_numpy()), ctr], 1).astype(np.float32)
 
-    def score(self, user_ids: list[str], candidates: np.ndarray, as_of: datetime | None = None,
-              grad: bool = False) -> ScoreResult:
+    def user_inputs(self, user_ids: list[str], as_of: datetime | list[datetime] | None = None) -> UserInputs:
+        """The ranker's user side for each request (history and skips strictly before ``as_of``;
+        default: after the whole log). Build once, score many candidates (or train against it)."""
+        if as_of is None:  # just after the last logged event: the whole log is the past
+            as_of = self._end + timedelta(microseconds=1) if self._end is not None else datetime.now()
+        reqs = requests_at(list(user_ids), as_of)
+        pos = self.items.positions
+        hist = build_histories(self.interactions, reqs, pos, self.max_len)
+        skip = build_histories(self.skips, reqs, pos, self.max_len, events=("skip",))
+        stats = self._user_stats(reqs, hist.mask.sum(1))
+        t = torch.from_numpy
+        return UserInputs(t(hist.positions), t(hist.mask), t(stats), t(skip.positions), t(skip.mask))
+
+    def logits(self, inputs: UserInputs, cand: torch.Tensor) -> torch.Tensor:
+        """(U, C) logits for ``cand`` (U, C, D) image embeddings; differentiable in ``cand``."""
+        u, c = cand.shape[:2]
+        rep = lambda a: a.repeat_interleave(c, 0)  # noqa: E731 - one row per (user, candidate)
+        return self.model.forward_positions(
+            cand.reshape(u * c, -1), rep(inputs.hist_pos), rep(inputs.mask), self._image, self._combined,
+            rep(inputs.stats), rep(inputs.skip_pos), rep(inputs.skip_mask)).reshape(u, c)
+
+    def score(self, user_ids: list[str], candidates: np.ndarray, as_of: datetime | None = None) -> ScoreResult:
         """``candidates``: (C, D) scored for every user, or (U, C, D) per user."""
         cand = np.asarray(candidates, dtype=np.float32)
         dim = self.model.config.cand_dim
@@ -62,22 +101,9 @@ class PreferenceScorer:
             raise ValueError("candidate embeddings contain NaN or inf")
         if len(user_ids) == 0:
             return ScoreResult(np.zeros((0, cand.shape[1])), np.zeros((0, cand.shape[1])), [], [])
-        if as_of is None:  # just after the last logged event: the whole log is the past
-            as_of = self._end + timedelta(microseconds=1) if self._end is not None else datetime.now()
-        reqs = requests_at(list(user_ids), as_of)
-        pos = self.items.positions
-        hist = build_histories(self.interactions, reqs, pos, self.max_len)
-        skip = build_histories(self.skips, reqs, pos, self.max_len, events=("skip",))
-        u, c = cand.shape[:2]
-        rep = lambda a: np.repeat(a, c, axis=0)  # noqa: E731 - one row per (user, candidate)
-        stats = self._user_stats(list(user_ids), as_of, hist.mask.sum(1))
-        with torch.set_grad_enabled(grad):
-            logits = self.model.forward_positions(
-                torch.from_numpy(np.ascontiguousarray(cand.reshape(u * c, -1))), torch.from_numpy(rep(hist.positions)),
-                torch.from_numpy(rep(hist.mask)), torch.from_numpy(self.items.image),
-                torch.from_numpy(self.items.combined), torch.from_numpy(rep(stats)),
-                torch.from_numpy(rep(skip.positions)), torch.from_numpy(rep(skip.mask))).reshape(u, c)
+        inputs = self.user_inputs(list(user_ids), as_of)
+        with torch.no_grad():
+            logits = self.logits(inputs, torch.from_numpy(np.ascontiguousarray(cand)))
             prob = self.model.click_probability(logits)
-        lens = hist.mask.sum(1).tolist()
-        return ScoreResult(prob.detach().numpy(), logits.detach().numpy(), [n == 0 for n in lens], lens)
-
+        lens = inputs.mask.sum(1).tolist()
+        return ScoreResult(prob.numpy(), logits.numpy(), [n == 0 for n in lens], lens)

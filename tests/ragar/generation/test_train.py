@@ -90,3 +90,34 @@ def test_cli_train_generator_with_samples(tiny_world, tmp_path):
     assert prov["params"]["steps"] == "4" and "generator.image_size=16" in prov["params"]["set_"]
     r = CliRunner().invoke(app, ["train", "generator", "--data", str(tmp_path), "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "not a world" in r.output
+
+
+def test_rank_task_fine_tunes_and_is_an_ablation_switch(tiny_models, tmp_path):
+    """--init BASE --rank-task and --init BASE: same start, same steps; only the first logs the
+    ranking loss, and the two end with different weights."""
+    from typer.testing import CliRunner
+
+    from ragar.cli import app
+    from tests.conftest import TINY_GENERATOR
+
+    common = ["train", "generator", "--data", str(tiny_models["data"]), "--config", "tiny", "--steps", "2",
+              "--init", str(tiny_models["generator"]), *TINY_GENERATOR, "--set", "generator.rank_batch=2"]
+    r = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "rank"), "--rank-task",
+                                 "--rankers", str(tiny_models["rankers"])])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "plain")])
+    assert r.exit_code == 0, r.output
+    rank = json.loads((tmp_path / "rank" / "training.json").read_text())
+    plain = json.loads((tmp_path / "plain" / "training.json").read_text())
+    assert rank["rank_loss_final"] > 0 and 0 <= rank["rank_win_rate_final"] <= 1
+    assert plain["rank_loss_final"] is None
+    assert rank["config"]["init_from"] == plain["config"]["init_from"] == str(tiny_models["generator"])
+    from safetensors.torch import load_file
+    a = load_file(str(tmp_path / "rank" / "unet" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(tmp_path / "plain" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    # errors: the rank task without rankers, a bad init directory
+    r = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "x"), "--rank-task"])
+    assert r.exit_code == 2 and "--rankers" in r.output
+    r = CliRunner().invoke(app, [*common[:-len(TINY_GENERATOR) - 4], "--init", str(tmp_path), "--out", str(tmp_path / "y")])
+    assert r.exit_code == 2 and "not a trained generator" in r.output
