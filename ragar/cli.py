@@ -370,8 +370,8 @@ def train_generator_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="checkpoints, samples and the final weights")],
     steps: Annotated[int | None, typer.Option(help="override generator.steps")] = None,
     max_pairs: Annotated[int | None, typer.Option(help="use at most this many training pairs")] = None,
-    rank_task: Annotated[bool, typer.Option("--rank-task/--no-rank-task",
-                                            help="add the ranking loss of the frozen ranker (needs --rankers)")] = False,
+    rank_task: Annotated[bool, typer.Option(
+        "--rank-task/--no-rank-task", help="add the ranking loss of the frozen ranker (needs --rankers)")] = False,
     init: Annotated[Path | None, typer.Option(help="fine-tune from this trained generator")] = None,
     rankers: Annotated[Path | None, typer.Option(help="trained rankers (for --rank-task)")] = None,
     no_resume: bool = False,

@@ -270,7 +270,8 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
             loss = torch.nn.functional.mse_loss(pred.float(), noise.to(acc.device))
             total = loss
             if cfg.rank_task:
-                rl, win = _rank_step(unet, adapter, scheduler, rank_task, pairs, idx[:cfg.rank_batch], cfg, g, acc.device)
+                rl, win = _rank_step(unet, adapter, scheduler, rank_task, pairs, idx[:cfg.rank_batch], cfg, g,
+                                     acc.device)
                 total = loss + cfg.rank_weight * rl
                 rank_log.append([rl.item(), win])
             acc.backward(total)

@@ -119,5 +119,6 @@ def test_rank_task_fine_tunes_and_is_an_ablation_switch(tiny_models, tmp_path):
     # errors: the rank task without rankers, a bad init directory
     r = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "x"), "--rank-task"])
     assert r.exit_code == 2 and "--rankers" in r.output
-    r = CliRunner().invoke(app, [*common[:-len(TINY_GENERATOR) - 4], "--init", str(tmp_path), "--out", str(tmp_path / "y")])
+    bad_init = [*common[:-len(TINY_GENERATOR) - 4], "--init", str(tmp_path), "--out", str(tmp_path / "y")]
+    r = CliRunner().invoke(app, bad_init)
     assert r.exit_code == 2 and "not a trained generator" in r.output
