@@ -75,6 +75,21 @@ class HtmlReport:
                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")
         return self
 
+    def gallery(self, tiles: list[tuple[Image.Image | np.ndarray, str]], size: int = 96,
+                highlight: int | None = None) -> HtmlReport:
+        """A row of images, each with its own caption (``highlight`` outlines one of them)."""
+        cells = []
+        for i, (img, cap) in enumerate(tiles):
+            if isinstance(img, np.ndarray):
+                img = Image.fromarray(img)
+            border = "3px solid #d33" if i == highlight else "1px solid #ccc"
+            cells.append(f'<figure style="display:inline-block;margin:4px;text-align:center">'
+                         f'<img src="{_png_uri(img)}" width="{size}" height="{size}" '
+                         f'style="image-rendering:pixelated;border:{border}">'
+                         f'<figcaption style="max-width:{size + 20}px">{html.escape(cap)}</figcaption></figure>')
+        self.parts.append("<div>" + "".join(cells) + "</div>")
+        return self
+
     def write(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

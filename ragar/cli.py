@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -531,6 +532,216 @@ def _ranker_report(res: dict):
 
 
 # --- demo ---------------------------------------------------------------------------------------
+
+# --- generation -------------------------------------------------------------------------------
+
+GeneratorOpt = Annotated[Path | None, typer.Option(help="a trained generator (default: the shipped demo generator)")]
+RankersOpt = Annotated[Path | None, typer.Option("--rankers", "-r", help="trained rankers (preference-fit scores)")]
+
+
+def _personalizer(cfg: RagarConfig, data: Path, generator: Path | None, rankers: Path | None):
+    from ragar.generation.loading import load_personalizer
+
+    try:
+        return load_personalizer(data, generator, rankers, image_encoder=cfg.encoder.image,
+                                 image_size=cfg.encoder.image_size, text_encoder=cfg.encoder.text,
+                                 text_weight=cfg.encoder.text_weight, preference=cfg.preference,
+                                 generation=cfg.generation)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise fail(str(e).strip("'\"")) from None
+
+
+@app.command("generate")
+def generate(
+    user: Annotated[str, typer.Option("--user", "-u", help="user id")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="dataset directory (catalog and log)")],
+    reference: Annotated[str | None, typer.Option("--reference", help="reference item id")] = None,
+    reference_image: Annotated[Path | None, typer.Option(help="or: a reference image file")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="candidates (best-of-N)")] = None,
+    method: Annotated[str | None, typer.Option(help="ragar | uniform | recency | reference-only")] = None,
+    seed: int = 0,
+    generator: GeneratorOpt = None,
+    rankers: RankersOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="images, result.json and index.html")] = Path(
+        "runs/generate"),
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Render a reference the way USER would prefer it: N candidates, scored, best-of-N chosen."""
+    from PIL import Image
+
+    from eval.report import HtmlReport, write_json
+    from ragar.encoders.base import ImageInputError
+    from recsys.preference import METHODS
+
+    cfg = get_config(config, set_)
+    if (reference is None) == (reference_image is None):
+        raise fail("give exactly one of --reference ITEM_ID and --reference-image FILE")
+    if method is not None and method not in METHODS:
+        raise fail(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    p = _personalizer(cfg, data, generator, rankers)
+    try:
+        (res,) = p(user, reference, None if reference_image is None else reference_image.read_bytes(), n=n,
+                   method=method, seed=seed)
+    except (KeyError, ValueError, ImageInputError, OSError) as e:
+        raise fail(str(e).strip("'\"")) from None
+    out.mkdir(parents=True, exist_ok=True)
+    for j, c in enumerate(res.candidates):
+        Image.fromarray(c.image).save(out / f"candidate-{j}.png")
+    rows = [{"candidate": j, "preference_fit": c.preference_fit, "identity": c.identity, "selection": c.selection,
+             "chosen": "*" if j == res.chosen else ""} for j, c in enumerate(res.candidates)]
+    summary = {"user_id": res.user_id, "reference_item_id": res.reference_item_id,
+               "reference_source": res.reference_source, "method": res.method, "fallback": res.fallback,
+               "cold_start_ranker": res.cold_start_ranker, "chosen": res.chosen, "seed": seed, "candidates": rows,
+               "history": [vars(h) for h in res.history], "timings": res.timings}
+    write_json(summary, out / "result.json")
+    rep = HtmlReport(f"{res.user_id}: {res.reference_item_id or 'uploaded reference'} ({res.method})")
+    if res.fallback:
+        rep.paragraph(f"Fallback: {res.fallback}: conditioned on the reference alone.")
+    ref_img = reference_image if reference is None else data / p.reference_images[reference]
+    rep.heading("Reference").gallery([(np.asarray(Image.open(ref_img).convert("RGB")), res.reference_source)], 128)
+    shown = [h for h in res.history if h.weight > 0][:12] or res.history[:12]
+    rep.heading(f"History ({len(res.history)} items; the {len(shown)} heaviest, with their weights)")
+    rep.gallery([(np.asarray(Image.open(data / p.reference_images[h.item_id]).convert("RGB")),
+                  f"w={h.weight:.3f} cos={h.similarity:.2f} {h.event_type}") for h in shown])
+    rep.heading("Candidates (outlined: chosen by best-of-N)")
+    rep.gallery([(c.image, f"fit={c.preference_fit:.3f} id={c.identity:.3f}") for c in res.candidates], 128,
+                highlight=res.chosen)
+    rep.table(rows)
+    rep.write(out / "index.html")
+    print_table(rows, f"{res.user_id} / {res.reference_item_id or 'upload'} [{res.method}]"
+                + (f" fallback: {res.fallback}" if res.fallback else ""))
+    console.print(f"wrote {out}/index.html")
+
+
+@train_app.command("attribute-reader")
+def train_attribute_reader_cmd(
+    data: Annotated[Path, typer.Option("--data", "-d", help="a world directory")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="where the reader is saved")],
+    image_size: int = 32,
+    epochs: int = 8,
+    seed: int = 0,
+) -> None:
+    """Train the world's attribute reader (reads category, parts and style off generated images)."""
+    from eval.report import write_json
+    from recsys.world.attributes import train_attribute_reader
+
+    if not (data / "views.parquet").exists():
+        raise fail(f"{data} is not a world directory (no views.parquet)")
+    model, acc = train_attribute_reader(data, image_size=image_size, epochs=epochs, seed=seed)
+    model.save_pretrained(out)
+    write_json({"held_out_accuracy": acc, "data": str(data), "image_size": image_size, "epochs": epochs,
+                "seed": seed}, out / "accuracy.json")
+    print_table([{"attribute": k, "held-out accuracy": v} for k, v in acc.items() if k != "held_out_renders"],
+                f"attribute reader ({acc['held_out_renders']} held-out renders) saved to {out}")
+
+
+@eval_app.command("generation")
+def eval_generation(
+    data: Annotated[Path, typer.Option("--data", "-d", help="a world directory (needs the oracle)")],
+    rankers: RankersOpt = None,
+    generator: GeneratorOpt = None,
+    rank_generator: Annotated[Path | None, typer.Option(help="the generator fine-tuned with the rank task")] = None,
+    ablation_generator: Annotated[Path | None, typer.Option(
+        help="the same fine-tuning without the rank task")] = None,
+    reader: Annotated[Path | None, typer.Option(help="attribute reader (default: the shipped one)")] = None,
+    requests: int = 200,
+    best_of: Annotated[int, typer.Option(help="N of the best-of-N row (0: no such row)")] = 4,
+    seed: int = 0,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/generation"),
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> dict:
+    """Compare RAGAR (with and without the rank task, and best-of-N) against uniform-history and
+    reference-only conditioning: oracle preference fit against identity kept, same requests and seeds."""
+    from eval.generation import Method, evaluate_generation, sample_requests
+    from ragar.generation.loading import DEMO_ATTRIBUTE_READER
+    from recsys.world.attributes import AttributeReader
+    from recsys.world.oracle import World
+
+    cfg = get_config(config, set_)
+    try:
+        world = World(data)
+        attr = AttributeReader.from_pretrained(reader or DEMO_ATTRIBUTE_READER)
+    except (FileNotFoundError, ValueError) as e:
+        raise fail(str(e)) from None
+    base = _personalizer(cfg, data, generator, rankers)
+    methods = [Method("ragar", base, "ragar"), Method("uniform", base, "uniform"),
+               Method("reference-only", base, "reference-only")]
+    if best_of > 1:
+        methods.append(Method(f"ragar + best-of-{best_of}", base, "ragar", best_of))
+    for name, path in (("ragar + rank task", rank_generator), ("ragar, same fine-tuning without rank task",
+                                                                ablation_generator)):
+        if path is not None:
+            methods.append(Method(name, _personalizer(cfg, data, path, rankers), "ragar"))
+    reqs = sample_requests(world, requests, seed)
+    res = evaluate_generation(world, attr, methods, reqs, seed=seed)
+    _generation_report(res, world, methods[0].personalizer, reqs, out)
+    return res
+
+
+def _generation_report(res: dict, world, personalizer, reqs, out: Path) -> None:
+    import matplotlib.pyplot as plt
+    import polars as pl
+    from PIL import Image
+
+    from eval.generation import identity_grid
+    from eval.report import HtmlReport, write_json
+
+    images = res.pop("images")
+    write_json(res, out / "generation.json")
+    cols = ["utility", "ideal_palette", "category_kept", "parts_kept", "identity_cos", "ranker_fit"]
+    table = [{"method": r["method"], **{k: (r[k]["mean"] if r.get(k) else float("nan")) for k in cols}}
+             for r in res["rows"]]
+    print_table(table, f"generation on {res['requests']} requests (same seeds): preference fit vs identity kept")
+    diffs = [{"method": d["method"], "vs": d["versus"], "metric": d["metric"], "diff": d["diff"],
+              "95% CI": f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"} for d in res["differences"]
+             if d["metric"] in ("utility", "parts_kept")]
+    print_table(diffs, "paired differences (bootstrap over requests)")
+    rep = HtmlReport("Personalized generation on the world")
+    rep.paragraph("Each method answers the same (user, reference) requests with the same seeds. Preference fit: "
+                  "oracle utility of the style the attribute reader reads off the image, for this user in the "
+                  "reference's category; ideal_palette: the read colour is the user's favourite for that category. "
+                  "Identity kept: read category and parts equal the reference's; identity_cos: cosine to the "
+                  "reference in the image encoder's space.")
+    rep.table(table, "means over requests")
+    rep.table(diffs, "paired differences, 95% bootstrap intervals")
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+    for a, k in zip(ax, ("utility", "parts_kept"), strict=True):
+        rows = [r for r in res["rows"] if r.get(k)]
+        a.barh([r["method"] for r in rows], [r[k]["mean"] for r in rows],
+               xerr=np.array([[r[k]["mean"] - r[k]["ci"][0], r[k]["ci"][1] - r[k]["mean"]] for r in rows]).T)
+        a.set_title(k)
+    fig.tight_layout()
+    rep.figure(fig, "means with 95% bootstrap intervals over requests")
+    names = list(images)
+    k = min(8, len(reqs))
+    size = images[names[0]].shape[1:3]
+    ref_imgs = [np.asarray(Image.open(world.root / personalizer.reference_images[i]).convert("RGB").resize(size))
+                for i in reqs["reference_item_id"][:k]]
+    grid = np.concatenate([np.concatenate(ref_imgs, 1)] + [np.concatenate(list(images[n][:k]), 1) for n in names], 0)
+    rep.image(np.kron(grid, np.ones((3, 3, 1), np.uint8)),
+              "rows: the reference, then " + ", ".join(names) + " (columns: requests)")
+    # one reference for several users with different preferences
+    cat = reqs["category"][0]
+    users = (pl.read_parquet(world.root / "users.parquet")["user_id"].head(200).to_list())
+    o = world.oracle
+    from recsys.world.oracle import user_index
+
+    ideal = o.palette[user_index(users), o.category_index([cat])[0]].argmax(-1)
+    picked = [next(u for u, p in zip(users, ideal, strict=True) if p == q) for q in sorted(set(ideal.tolist()))][:6]
+    row = identity_grid(personalizer, picked, reqs["reference_item_id"][0])
+    from recsys.world.render import PALETTES
+
+    rep.heading("One reference, several users")
+    rep.gallery([(img, f"{u}: likes {PALETTES[int(ideal[users.index(u)])][0]} {cat}s") for u, img in
+                 zip(picked, row, strict=True)], 96)
+    strip = np.concatenate([ref_imgs[0], *row], 1)
+    Image.fromarray(np.kron(strip, np.ones((4, 4, 1), np.uint8))).save(out / "one_reference_many_users.png")
+    Image.fromarray(np.kron(grid, np.ones((3, 3, 1), np.uint8))).save(out / "methods_grid.png")
+    rep.write(out / "generation.html")
+    console.print(f"wrote {out}/generation.json and {out}/generation.html")
+
 
 @app.command("demo")
 def demo(

@@ -18,6 +18,8 @@ from recsys.ranking.features import ItemTable
 
 #: the generator trained for the demo world ships with the package (see its provenance.json)
 DEMO_GENERATOR = Path(__file__).resolve().parents[1] / "weights" / "demo-generator"
+#: the world's attribute reader trained on the demo world (see its accuracy.json)
+DEMO_ATTRIBUTE_READER = Path(__file__).resolve().parents[1] / "weights" / "demo-attribute-reader"
 
 
 def item_table(items: pl.DataFrame, emb: CatalogEmbeddings, text_weight: float) -> ItemTable:

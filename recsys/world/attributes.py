@@ -153,7 +153,7 @@ def load_renders(root: str | Path, image_size: int, categories: list[str]) -> Re
             values[p] = int(v)
         parts[r, :len(values)] = list(values.values())
     x = images_to_tensor([np.asarray(Image.open(root / p).convert("RGB")) for p in views["image"]], image_size)
-    t = lambda c: torch.as_tensor(views[c].cast(pl.Int64).to_numpy())  # noqa: E731
+    t = lambda c: torch.as_tensor(views[c].cast(pl.Int64).to_numpy().copy())  # noqa: E731
     return RenderLabels(x, torch.as_tensor([cat_idx[c] for c in views["category"]]), t("palette"), t("pattern"),
                         t("finish"), torch.from_numpy(parts),
                         [i.split("~", 1)[0] for i in views["identity_id"]])

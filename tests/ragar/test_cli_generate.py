@@ -1,0 +1,94 @@
+"""`ragar generate`, `ragar train attribute-reader` and `ragar eval generation` on the tiny world."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ragar.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def gen_args(tiny_models):
+    return ["--data", str(tiny_models["data"]), "--generator", str(tiny_models["generator"]),
+            "--rankers", str(tiny_models["rankers"]), "--config", "tiny"]
+
+
+def test_generate_writes_images_page_and_scores(gen_args, tmp_path):
+    r = runner.invoke(app, ["generate", "--user", "u000001", "--reference", "mug-00000-s10", "--n", "3",
+                            "--out", str(tmp_path), *gen_args])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "result.json").read_text())
+    assert len(res["candidates"]) == 3 and sorted(p.name for p in tmp_path.glob("candidate-*.png")) == [
+        "candidate-0.png", "candidate-1.png", "candidate-2.png"]
+    assert res["fallback"] is None and abs(sum(h["weight"] for h in res["history"]) - 1) < 1e-5
+    page = (tmp_path / "index.html").read_text()
+    assert "History" in page and "Candidates" in page and page.count("<img") >= 4
+
+
+def test_generate_unknown_user_falls_back_and_says_so(gen_args, tmp_path):
+    r = runner.invoke(app, ["generate", "--user", "nobody", "--reference", "mug-00000-s10", "--n", "1",
+                            "--out", str(tmp_path), *gen_args])
+    assert r.exit_code == 0, r.output
+    assert "fallback: unknown-user" in r.output
+    assert json.loads((tmp_path / "result.json").read_text())["fallback"] == "unknown-user"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--reference", "no-such-item"], "unknown item"),
+    (["--reference", "mug-00000-s10", "--n", "99"], "between 1 and 16"),
+    (["--reference", "mug-00000-s10", "--method", "best"], "unknown method"),
+    ([], "exactly one of"),
+])
+def test_generate_errors(gen_args, tmp_path, extra, message):
+    r = runner.invoke(app, ["generate", "--user", "u000001", "--out", str(tmp_path), *extra, *gen_args])
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_generate_rejects_a_non_image(gen_args, tmp_path):
+    bad = tmp_path / "ref.png"
+    bad.write_text("this is not a png")
+    r = runner.invoke(app, ["generate", "--user", "u000001", "--reference-image", str(bad), "--out",
+                            str(tmp_path / "o"), *gen_args])
+    assert r.exit_code == 2 and "not a readable image" in r.output
+
+
+def test_generate_without_generator_weights(tiny_models, tmp_path):
+    r = runner.invoke(app, ["generate", "--user", "u000001", "--reference", "mug-00000-s10", "--data",
+                            str(tiny_models["data"]), "--generator", str(tmp_path), "--config", "tiny"])
+    assert r.exit_code == 2 and "not a RAGAR generator" in r.output
+
+
+def test_eval_generation_table(gen_args, tiny_models, tmp_path):
+    reader = tmp_path / "reader"
+    r = runner.invoke(app, ["train", "attribute-reader", "--data", str(tiny_models["data"]), "--out", str(reader),
+                            "--image-size", "16", "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    acc = json.loads((reader / "accuracy.json").read_text())["held_out_accuracy"]
+    assert set(acc) >= {"category", "palette", "pattern", "finish", "parts"}
+    # a second generator stands in for the rank-task one: the row appears
+    r = runner.invoke(app, ["eval", "generation", *gen_args, "--reader", str(reader), "--requests", "6",
+                            "--best-of", "2", "--rank-generator", str(tiny_models["generator"]),
+                            "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "rep" / "generation.json").read_text())
+    names = [row["method"] for row in res["rows"]]
+    assert names == ["ragar", "uniform", "reference-only", "ragar + best-of-2", "ragar + rank task",
+                     "reference unchanged", "ideal style (ceiling)"]
+    rows = {row["method"]: row for row in res["rows"]}
+    assert rows["reference unchanged"]["identity_cos"]["mean"] == pytest.approx(1.0)
+    # the ceiling is the best any style can do for these users
+    assert all(rows["ideal style (ceiling)"]["utility"]["mean"] >= row["utility"]["mean"] - 1e-9
+               for row in res["rows"])
+    assert res["requests"] == 6 and (tmp_path / "rep" / "generation.html").exists()
+    assert {d["versus"] for d in res["differences"]} == {"uniform", "reference-only"}
+
+
+def test_eval_generation_needs_a_world(gen_args, tmp_path):
+    r = runner.invoke(app, ["eval", "generation", "--data", str(tmp_path), "--config", "tiny"])
+    assert r.exit_code == 2 and "not a world" in r.output
+
+
