@@ -76,23 +76,59 @@ def sd_dirs(tmp_path_factory):
     vision.save_pretrained(root / "image_encoder")
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
         root / "image_encoder")
-    # IP-Adapter weights in the original layout: image_proj.* and ip_adapter.<k>.to_{k,v}_ip.weight, with k
-    # counting the attention processors as diffusers' loader does (1, 3, 5, ...; cross-attention ones only)
-    sd = {"image_proj.proj.weight": torch.randn(4 * CROSS, CLIP_DIM) * 0.1,
-          "image_proj.proj.bias": torch.zeros(4 * CROSS),
-          "image_proj.norm.weight": torch.ones(CROSS), "image_proj.norm.bias": torch.zeros(CROSS)}
+    save_file(_ip_adapter_weights(unet), str(_mkdir(root / "ip") / "ip-adapter_sd15.safetensors"))
+    _sdxl(root, n_vocab)
+    return root
+
+
+def _mkdir(p):
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _ip_adapter_weights(unet) -> dict[str, torch.Tensor]:
+    """IP-Adapter weights in the original layout: image_proj.* and ip_adapter.<k>.to_{k,v}_ip.weight, with k
+    counting the cross-attention processors as diffusers' loader does (1, 3, 5, ...)."""
+    cross, chans = unet.config.cross_attention_dim, list(unet.config.block_out_channels)
+    sd = {"image_proj.proj.weight": torch.randn(4 * cross, CLIP_DIM) * 0.1,
+          "image_proj.proj.bias": torch.zeros(4 * cross),
+          "image_proj.norm.weight": torch.ones(cross), "image_proj.norm.bias": torch.zeros(cross)}
     key = 1
     for name in unet.attn_processors:
         if name.endswith("attn2.processor"):
             block = name.split(".")[0]
-            chans = 64 if block == "mid_block" else {"down_blocks": (32, 64), "up_blocks": (64, 32)}[block][
+            hidden = chans[-1] if block == "mid_block" else (chans if block == "down_blocks" else chans[::-1])[
                 int(name.split(".")[1])]
-            sd[f"ip_adapter.{key}.to_k_ip.weight"] = torch.randn(chans, CROSS) * 0.1
-            sd[f"ip_adapter.{key}.to_v_ip.weight"] = torch.randn(chans, CROSS) * 0.1
+            sd[f"ip_adapter.{key}.to_k_ip.weight"] = torch.randn(hidden, cross) * 0.1
+            sd[f"ip_adapter.{key}.to_v_ip.weight"] = torch.randn(hidden, cross) * 0.1
             key += 2
-    (root / "ip").mkdir()
-    save_file(sd, str(root / "ip" / "ip-adapter_sd15.safetensors"))
-    return root
+    return sd
+
+
+def _sdxl(root, n_vocab):
+    """A tiny SDXL: two text encoders (the second with a projection), time-id conditioning."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+                                use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+                                transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
+                                cross_attention_dim=64, norm_num_groups=32)
+    vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)
+    tcfg = dict(bos_token_id=n_vocab - 2, eos_token_id=n_vocab - 1, pad_token_id=n_vocab - 1, hidden_size=32,
+                intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=n_vocab,
+                max_position_embeddings=77, projection_dim=32)
+    tok = CLIPTokenizer(str(root / "tok" / "vocab.json"), str(root / "tok" / "merges.txt"), model_max_length=77)
+    pipe = StableDiffusionXLImg2ImgPipeline(
+        vae=vae, text_encoder=CLIPTextModel(CLIPTextConfig(**tcfg)), tokenizer=tok,
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**tcfg)), tokenizer_2=tok, unet=unet,
+        scheduler=EulerDiscreteScheduler(), requires_aesthetics_score=False)
+    pipe.save_pretrained(root / "sdxl")
+    save_file(_ip_adapter_weights(unet), str(_mkdir(root / "ip") / "ip-adapter_sdxl.safetensors"))
 
 
 def test_weighted_preference_rescales_to_history_norms():
@@ -106,9 +142,11 @@ def test_weighted_preference_rescales_to_history_norms():
     assert fb == ["empty-history"] and torch.allclose(p, ref)
 
 
-def test_sd15_ip_adapter_from_local_dirs(sd_dirs):
-    pers = StableDiffusionPersonalizer.from_pretrained(sd_dirs / "sd15", sd_dirs / "ip", sd_dirs / "image_encoder",
-                                                       backbone="sd15", device="cpu")
+@pytest.mark.parametrize("backbone", ["sd15", "sdxl"])
+def test_ip_adapter_from_local_dirs(sd_dirs, backbone):
+    pers = StableDiffusionPersonalizer.from_pretrained(sd_dirs / backbone, sd_dirs / "ip", sd_dirs / "image_encoder",
+                                                       backbone=backbone, weight_name=f"ip-adapter_{backbone}.safetensors",
+                                                       device="cpu")
     assert pers.pipe.unet.encoder_hid_proj is not None  # the adapter's projection is in the UNet
     rng = np.random.default_rng(0)
     ref = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
