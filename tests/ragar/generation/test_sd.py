@@ -144,9 +144,9 @@ def test_weighted_preference_rescales_to_history_norms():
 
 @pytest.mark.parametrize("backbone", ["sd15", "sdxl"])
 def test_ip_adapter_from_local_dirs(sd_dirs, backbone):
-    pers = StableDiffusionPersonalizer.from_pretrained(sd_dirs / backbone, sd_dirs / "ip", sd_dirs / "image_encoder",
-                                                       backbone=backbone, weight_name=f"ip-adapter_{backbone}.safetensors",
-                                                       device="cpu")
+    pers = StableDiffusionPersonalizer.from_pretrained(
+        sd_dirs / backbone, sd_dirs / "ip", sd_dirs / "image_encoder", backbone=backbone,
+        weight_name=f"ip-adapter_{backbone}.safetensors", device="cpu")
     assert pers.pipe.unet.encoder_hid_proj is not None  # the adapter's projection is in the UNet
     rng = np.random.default_rng(0)
     ref = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
