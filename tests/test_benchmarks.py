@@ -18,3 +18,11 @@ def test_timeit_returns_the_best_run():
     calls = []
     assert timeit(lambda: calls.append(1), repeat=3, warmup=2) >= 0
     assert len(calls) == 5
+
+
+def test_generation_suite_measures_against_its_baselines():
+    from benchmarks import bench_generation
+
+    rows = bench_generation.run(quick=True)
+    assert [r.baseline for r in rows] == ["batch 1", "4 sequential calls", "generation s of the same request"]
+    assert all(r.value > 0 and r.baseline_value > 0 for r in rows)

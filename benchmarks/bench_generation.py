@@ -1,0 +1,100 @@
+"""Generation: images/s of the embedded generator at batch 1 and batch N, batched best-of-N against
+N sequential calls, and the cost of retrieval + ranking beside generation.
+
+Runs on the demo world with its rankers when ``runs/demo`` exists (``make demo`` writes it), else on
+a tiny world built here with an untrained ranker (timings do not depend on the weights). The
+generator is the shipped demo generator, or one of the same architecture with random weights.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from benchmarks.harness import Row
+
+DEMO = Path("runs/demo")
+
+
+def _generator_dir(tmp: Path) -> Path:
+    from ragar.generation.loading import DEMO_GENERATOR
+
+    if (DEMO_GENERATOR / "unet").is_dir():
+        return DEMO_GENERATOR
+    from diffusers import DDPMScheduler
+
+    from ragar.generation.adapter import AdapterConfig, PreferenceAdapter
+    from ragar.generation.pipeline import RagarPipeline
+    from ragar.generation.train import GeneratorConfig, build_unet
+
+    cfg = GeneratorConfig()
+    torch.manual_seed(0)
+    pipe = RagarPipeline(build_unet(cfg), DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps),
+                         PreferenceAdapter(AdapterConfig(1664, cfg.cross_attention_dim, cfg.adapter_tokens)))
+    return pipe.save_pretrained(tmp / "generator")
+
+
+def _personalizer(tmp: Path):
+    from ragar.generation.loading import item_table, load_personalizer
+    from recsys.data.io import read_table
+    from recsys.ranking.din import DINConfig, DINRanker
+    from recsys.ranking.scoring import PreferenceScorer
+
+    gen = _generator_dir(tmp)
+    if (DEMO / "world" / "items.parquet").exists() and (DEMO / "rankers" / "rankers.json").exists():
+        return load_personalizer(DEMO / "world", gen, DEMO / "rankers"), "demo world"
+    from ragar.config import load_config
+    from recsys.world.build import build_world
+
+    world = tmp / "world"
+    build_world(load_config("tiny").world, world, progress=False)
+    p = load_personalizer(world, gen)
+    items = pl.read_parquet(world / "items.parquet")
+    table = item_table(items, p.catalog, p.text_weight)
+    din = DINRanker(DINConfig(cand_dim=table.image.shape[1], hist_dim=table.combined.shape[1], n_stats=3))
+    p.scorer = PreferenceScorer(din, table, read_table(world, "interactions"))
+    return p, "tiny world, untrained ranker"
+
+
+def run(quick: bool = False) -> list[Row]:
+    n = 4 if quick else 8
+    steps = 10 if quick else 25
+    with tempfile.TemporaryDirectory() as d:
+        p, where = _personalizer(Path(d))
+        inter = p.interactions
+        user = inter.group_by("user_id").len().sort("len", descending=True)["user_id"][0]
+        ref = str(p.catalog.ids[0])
+        call = lambda k, score=True: p(user, ref, n=k, seed=0, num_inference_steps=steps, score=score)  # noqa: E731
+        call(1)  # warm-up: encoders, caches
+        t = time.perf_counter()
+        one = call(1, score=False)[0]
+        t1 = time.perf_counter() - t
+        t = time.perf_counter()
+        call(n, score=False)
+        tn = time.perf_counter() - t
+        t = time.perf_counter()
+        for _ in range(n):
+            call(1)
+        t_seq = time.perf_counter() - t
+        t = time.perf_counter()
+        best = call(n)[0]
+        t_best = time.perf_counter() - t
+        overhead = best.timings["retrieval_s"] + best.timings["scoring_s"]
+    tag = f"({where}, {steps} DDIM steps, {one.candidates[0].image.shape[0]} px)"
+    return [
+        Row("generation", f"images/s at batch {n} {tag}", n / tn, "img/s", "batch 1", 1 / t1),
+        Row("generation", f"best-of-{n}: one batched call, s", t_best, "s", f"{n} sequential calls", t_seq,
+            higher_is_better=False),
+        Row("generation", f"retrieval + ranking s per best-of-{n} request (share of request: "
+            f"{overhead / (overhead + best.timings['generation_s']):.1%})", overhead, "s",
+            "generation s of the same request", best.timings["generation_s"], higher_is_better=False),
+    ]
+
+
+if __name__ == "__main__":
+    for r in run(quick=True):
+        print(r.to_dict())
