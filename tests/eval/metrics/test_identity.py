@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -95,3 +96,35 @@ def test_ssr_degenerate_and_accumulation():
     assert float(m.compute()) == 0.5
     with pytest.raises(ValueError, match="expected"):
         m.update(_vecs(0), _vecs(5), _vecs(40))
+
+
+def test_faiss_gallery_matches_brute_force_without_ties():
+    from eval.metrics.identity import IdentityGallery, finer_personalization_rank
+
+    g = torch.nn.functional.normalize(torch.randn(60, 16, generator=torch.Generator().manual_seed(1)), dim=-1)
+    labels = [f"id{i % 12}" for i in range(60)]
+    q = g[:20] + 0.3 * torch.randn(20, 16, generator=torch.Generator().manual_seed(2))
+    ql = labels[:20]
+    exact = finer_personalization_rank(q, ql, g, labels)
+    gal = IdentityGallery(g.numpy(), labels, categories=None)
+    got = gal.evaluate(q.numpy(), ql, k=60)
+    assert got["map@60"] == pytest.approx(exact["map"], abs=1e-5)
+    assert got["r@1"] == pytest.approx(exact["r@1"]) and got["r@5"] == pytest.approx(exact["r@5"])
+    assert got["mean_rank@60"] == pytest.approx(exact["mean_rank"])
+
+
+def test_faiss_gallery_top_k_cap_categories_and_degenerate_cases():
+    from eval.metrics.identity import IdentityGallery
+
+    g = torch.eye(4)
+    gal = IdentityGallery(g.numpy(), ["a", "b", "c", "d"], categories=["x", "x", "y", "y"])
+    # a query equal to gallery image "c" finds it first; one whose identity is absent ranks k + 1
+    out = gal.evaluate(np.stack([g[2].numpy(), g[0].numpy()]), ["c", "zz"], query_categories=["y", "x"], k=2)
+    assert out["r@1"] == 0.5 and out["mean_rank@2"] == pytest.approx((1 + 3) / 2) and out["map@2"] == 0.5
+    assert out["per_category"]["y"]["r@1"] == 1.0 and out["per_category"]["x"]["r@1"] == 0.0
+    one = IdentityGallery(np.ones((1, 3), np.float32), ["only"])
+    assert one.evaluate(np.ones((1, 3), np.float32), ["only"])["map@1"] == 1.0
+    with pytest.raises(ValueError, match="empty"):
+        IdentityGallery(np.zeros((0, 3), np.float32), [])
+    with pytest.raises(ValueError, match="labels"):
+        gal.evaluate(g.numpy(), ["a"])
