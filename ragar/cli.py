@@ -743,6 +743,43 @@ def _generation_report(res: dict, world, personalizer, reqs, out: Path) -> None:
     console.print(f"wrote {out}/generation.json and {out}/generation.html")
 
 
+@eval_app.command("clpips")
+def eval_clpips(
+    data: Annotated[Path, typer.Option("--data", "-d", help="image root (a world directory for world pairs)")],
+    pairs: Annotated[Path | None, typer.Option(
+        help="ranked pairs CSV: reference,a,b,closer[,dist_a,dist_b] (paths relative to DATA); "
+             "default: judged from world attributes")] = None,
+    n_pairs: int = 3000,
+    image_size: int = 128,
+    seed: int = 0,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/clpips"),
+) -> dict:
+    """Fit CLPIPS layer weights on ranked pairs; report 2AFC, Spearman and ICC on held-out pairs,
+    fitted against unfitted."""
+    from eval.metrics.clpips import fit_and_evaluate, read_ranked_pairs, world_ranked_pairs
+    from eval.report import write_json
+    from ragar.encoders.efficientnet import EfficientNetLiteEncoder
+
+    try:
+        if pairs is not None:
+            table = read_ranked_pairs(pairs)
+            source = str(pairs)
+        else:
+            if not (data / "views.parquet").exists():
+                raise FileNotFoundError(f"{data} is not a world directory; give --pairs CSV")
+            table = world_ranked_pairs(data, n_pairs, seed)
+            source = "world attributes (each differing part, palette, pattern, finish: 1; proportions: |dw|+|dh|)"
+        model, rep = fit_and_evaluate(EfficientNetLiteEncoder(image_size), table, data, seed=seed)
+    except (FileNotFoundError, ValueError) as e:
+        raise fail(str(e)) from None
+    model.save_pretrained(out / "clpips")
+    rep["judgments"] = source
+    write_json(rep, out / "clpips.json")
+    print_table([{"distance": k, **rep[k]} for k in ("unfitted", "fitted")],
+                f"CLPIPS on {rep['held_out_pairs']} held-out pairs (judged by: {source.split(' (')[0]})")
+    return rep
+
+
 @app.command("demo")
 def demo(
     out: Annotated[Path, typer.Option(help="where the demo writes everything")] = Path("runs/demo"),
