@@ -19,12 +19,16 @@ def build_image_encoder(spec: str, image_size: int = 224) -> ImageEncoder:
         from ragar.encoders.contrastive import ContrastiveImageEncoder
 
         return ContrastiveImageEncoder(path)
+    if kind == "nearid" and path:
+        from ragar.encoders.nearid import NearIDEncoder
+
+        return NearIDEncoder(path)
     if kind in ("clip", "siglip") and path:
         from ragar.encoders.hf_vision import HFVisionEncoder
 
         return HFVisionEncoder(path, kind)
-    raise ValueError(f"unknown image encoder {spec!r}: use efficientnet-lite0, contrastive:<dir>, clip:<dir> "
-                     "or siglip:<dir>")
+    raise ValueError(f"unknown image encoder {spec!r}: use efficientnet-lite0, contrastive:<dir>, nearid:<dir>, "
+                     "clip:<dir> or siglip:<dir>")
 
 
 @lru_cache(maxsize=4)
