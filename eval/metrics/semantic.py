@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 from torchmetrics import Metric
-from torchmetrics.functional import structural_similarity_index_measure
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 
 def _unit(x: torch.Tensor, what: str) -> torch.Tensor:
