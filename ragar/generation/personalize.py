@@ -136,9 +136,11 @@ class Personalizer:
             pixels.append(rgb)
         return np.stack(vecs).astype(np.float32), sources, pixels
 
-    def preference_embeddings(self, user_ids: list[str], reference: np.ndarray, method: str):
-        """(B, D) preference embeddings, the per-request history weights, and fallback reasons."""
-        reqs = requests_at(list(user_ids), self.as_of)
+    def preference_embeddings(self, user_ids: list[str], reference: np.ndarray, method: str,
+                              as_of: datetime | list[datetime] | None = None):
+        """(B, D) preference embeddings, the per-request history weights, and fallback reasons.
+        ``as_of``: the history is the log strictly before it (default: the whole log)."""
+        reqs = requests_at(list(user_ids), self.as_of if as_of is None else as_of)
         hist = build_histories(self.interactions, reqs, self.positions, self.config.history_len)
         h = torch.from_numpy(self.vectors[np.where(hist.mask, hist.positions, 0)])
         module = RetrievalPreference(self.preference, method=method)
@@ -169,7 +171,8 @@ class Personalizer:
         return self._identity_cache[item]
 
     def score(self, user_ids: list[str], images: np.ndarray, n: int, ref_items: list[str | None],
-              ref_pixels: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+              ref_pixels: list[np.ndarray | None], as_of: datetime | list[datetime] | None = None
+              ) -> tuple[np.ndarray, np.ndarray, list[bool]]:
         """Preference fit (B, n) and identity (B, n) of ``images`` ((B * n), H, W, 3)."""
         b = len(user_ids)
         ident = self.identity_encoder.encode(list(images)).reshape(b, n, -1)
@@ -179,7 +182,7 @@ class Personalizer:
         if self.scorer is None:
             return np.full((b, n), np.nan), identity, [False] * b
         emb = self.image_encoder.encode(list(images)).reshape(b, n, -1)
-        res = self.scorer.score(list(user_ids), emb, as_of=self.as_of)
+        res = self.scorer.score(list(user_ids), emb, as_of=self.as_of if as_of is None else as_of)
         return res.probabilities, identity, res.cold_start
 
     @staticmethod
@@ -199,7 +202,9 @@ class Personalizer:
                  reference_images: ImageLike | list[ImageLike | None] | None = None, *, n: int | None = None,
                  method: str | None = None, seed: int | list[int] = 0, tradeoff: float | None = None,
                  num_inference_steps: int | None = None, reference_guidance_scale: float | None = None,
-                 preference_guidance_scale: float | None = None, score: bool = True) -> list[PersonalizedResult]:
+                 preference_guidance_scale: float | None = None, score: bool = True,
+                 as_of: datetime | list[datetime] | None = None) -> list[PersonalizedResult]:
+        """``as_of`` replays requests in the past: history and ranker inputs use only earlier events."""
         cfg = self.config
         users = [user_ids] if isinstance(user_ids, str) else list(user_ids)
         b = len(users)
@@ -214,7 +219,7 @@ class Personalizer:
         method = method or cfg.method
         t0 = time.perf_counter()
         ref, sources, pixels = self._reference_vectors(items, imgs)
-        pref, weights, fallback = self.preference_embeddings(users, ref, method)
+        pref, weights, fallback = self.preference_embeddings(users, ref, method, as_of)
         t1 = time.perf_counter()
         # image j of a request uses seed (seed * 1009 + j): independent of batching and batch position
         gens = [torch.Generator().manual_seed(s * 1009 + j) for s in seeds for j in range(n)]
@@ -228,7 +233,7 @@ class Personalizer:
         images = out.images
         t2 = time.perf_counter()
         if score:
-            fit, identity, cold = self.score(users, images, n, items, pixels)
+            fit, identity, cold = self.score(users, images, n, items, pixels, as_of)
         else:
             fit, identity, cold = np.full((b, n), np.nan), np.full((b, n), np.nan), [False] * b
         sel, chosen = self.select(fit, identity, cfg.tradeoff if tradeoff is None else tradeoff)

@@ -92,3 +92,28 @@ def test_eval_generation_needs_a_world(gen_args, tmp_path):
     assert r.exit_code == 2 and "not a world" in r.output
 
 
+
+
+def test_eval_replay_resumes_and_reports(gen_args, tiny_models, tmp_path):
+    out = tmp_path / "replay"
+    args = ["eval", "replay", *gen_args, "--requests", "6", "--tradeoff-scales", "0,3", "--out", str(out)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "replay.json").read_text())
+    assert [row["method"] for row in res["rows"]] == ["ragar", "reference-only", "uniform"]
+    assert {"hist_cos", "sem_cos", "ssim", "clpips", "hr@10", "ndcg@10", "ranker_fit"} <= set(res["metrics"])
+    assert len(res["tradeoff"]) == 2 and (out / "replay.html").exists()
+    shards = sorted(p.name for p in (out / "shards").glob("*.parquet"))
+    # resume: delete one shard, rerun; only it is recomputed and the results are identical
+    (out / "shards" / shards[0]).unlink()
+    before = {s: (out / "shards" / s).stat().st_mtime_ns for s in shards[1:]}
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (out / "shards").glob("*.parquet")) == shards
+    assert all((out / "shards" / s).stat().st_mtime_ns == t for s, t in before.items())
+    res2 = json.loads((out / "replay.json").read_text())
+    assert res2["rows"] == res["rows"]
+    r = runner.invoke(app, [*args[:-2], "--n", "2", "--out", str(out)])
+    assert r.exit_code == 2 and "other settings" in r.output
+    r = runner.invoke(app, ["eval", "replay", *gen_args, "--methods", "best", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "unknown methods" in r.output

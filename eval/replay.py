@@ -1,0 +1,176 @@
+"""Offline replay on interaction logs: every method answers the same held-out requests.
+
+Time split (global, by quantile): each positive event after the cut is a request. Its reference
+is another item of the same identity (where the catalog has identities), else another item of the
+same category, else the item itself; its history is the user's log strictly before the event.
+Every method generates from that past with the same seed, and each image is scored by
+
+- **semantic** (to the reference): cosine ×100 in the image encoder's space, SSIM, CLPIPS;
+- **personalization** (to the user): history similarity ×100 (Pigeon's Hist), the ranker's
+  preference fit, and, on the world, the oracle utility and attribute reading (``eval.generation``);
+- **retrieval**: the image queries the catalog (faiss); HR@K / NDCG@K of the user's held-out
+  items (all their positives after the cut).
+
+Deterministic by seed; work is written as one parquet shard per (method, chunk of requests), so
+an interrupted run resumes where it stopped and never repeats or skips a request.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm.auto import tqdm
+
+from eval.metrics.clpips import pair_layer_distances
+from eval.metrics.semantic import embedding_similarity, history_similarity, ssim
+from ragar.generation.personalize import Personalizer
+from recsys.data.schema import POSITIVE_EVENTS
+from recsys.data.splits import global_time_split
+from recsys.history import build_histories, requests_at
+from recsys.index import ItemIndex
+from recsys.ranking.metrics import paired_bootstrap_ci
+
+
+def replay_requests(root: str | Path, n: int, cut: float = 0.8, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(requests, held-out positives): requests = [request_idx, user_id, target_item_id,
+    reference_item_id, as_of]."""
+    root = Path(root)
+    inter = pl.read_parquet(root / "interactions.parquet")
+    items = pl.read_parquet(root / "items.parquet")
+    _, test = global_time_split(inter, cut)
+    pos = test.filter(pl.col("event_type").is_in(POSITIVE_EVENTS)).sort("timestamp", "user_id", "item_id")
+    if pos.height == 0:
+        raise ValueError(f"{root}: no positive events after the {cut:.0%} time cut to replay")
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(pos.height, min(n, pos.height), replace=False))
+    req = pos[pick.tolist()].select("user_id", pl.col("item_id").alias("target_item_id"),
+                                    pl.col("timestamp").alias("as_of"))
+    group = "identity_id" if "identity_id" in items.columns else ("category" if "category" in items.columns else None)
+    refs = []
+    if group is None:
+        refs = req["target_item_id"].to_list()
+    else:
+        members = items.group_by(group).agg(pl.col("item_id"))
+        sib = dict(zip(members[group], members["item_id"], strict=True))
+        grp = dict(zip(items["item_id"], items[group], strict=True))
+        for t in req["target_item_id"]:
+            others = sorted(i for i in sib[grp[t]] if i != t)
+            refs.append(others[int(rng.integers(len(others)))] if others else t)
+    req = req.with_columns(pl.Series("reference_item_id", refs)).with_row_index("request_idx")
+    held = pos.select("user_id", "item_id").unique()
+    return req, held
+
+
+def _ndcg_hr(ranked: np.ndarray, relevant: set[str], k: int) -> tuple[float, float]:
+    hits = np.asarray([i in relevant for i in ranked[:k]], dtype=float)
+    dcg = (hits / np.log2(np.arange(2, len(hits) + 2))).sum()
+    ideal = (1 / np.log2(np.arange(2, min(len(relevant), k) + 2))).sum()
+    return float(hits.any()), float(dcg / ideal) if ideal > 0 else 0.0
+
+
+class Replay:
+    """Holds what every method's scoring shares: catalog index, histories, reference images."""
+
+    def __init__(self, personalizer: Personalizer, root: str | Path, requests: pl.DataFrame, held: pl.DataFrame,
+                 k: int = 10, clpips_encoder=None, world=None, reader=None):
+        self.p, self.root, self.requests, self.k = personalizer, Path(root), requests, k
+        self.index = ItemIndex.build(personalizer.catalog.ids, personalizer.catalog.image)
+        self.held = held.group_by("user_id").agg(pl.col("item_id"))
+        self.held = dict(zip(self.held["user_id"], [set(x) for x in self.held["item_id"]], strict=True))
+        self.clpips_encoder, self.world, self.reader = clpips_encoder, world, reader
+        hist = build_histories(personalizer.interactions, requests_at(requests["user_id"].to_list(),
+                                                                     requests["as_of"].to_list()),
+                               personalizer.positions, personalizer.config.history_len)
+        self.hist_pos, self.hist_mask = hist.positions, hist.mask
+
+    def score_chunk(self, rows: pl.DataFrame, method: str, n: int, seed: int, **gen) -> pl.DataFrame:
+        from PIL import Image
+
+        p = self.p
+        res = p(rows["user_id"].to_list(), rows["reference_item_id"].to_list(), n=n, method=method,
+                seed=[seed + int(i) for i in rows["request_idx"]], as_of=rows["as_of"].to_list(), **gen)
+        imgs = np.stack([r.best.image for r in res])
+        size = imgs.shape[1]
+        ref_imgs = np.stack([np.asarray(Image.open(self.root / p.reference_images[i]).convert("RGB")
+                                        .resize((size, size))) for i in rows["reference_item_id"]])
+        emb = p.image_encoder.encode(list(imgs))
+        ref_emb = p.catalog.image[[p.positions[i] for i in rows["reference_item_id"]]]
+        idx = rows["request_idx"].to_numpy()
+        hpos, hmask = self.hist_pos[idx], self.hist_mask[idx]
+        hist = torch.from_numpy(p.catalog.image[np.where(hmask, hpos, 0)])
+        out = {"request_idx": idx, "method": [method] * len(idx),
+               "sem_cos": embedding_similarity(torch.from_numpy(emb), torch.from_numpy(ref_emb)).numpy(),
+               "ssim": ssim(torch.from_numpy(imgs), torch.from_numpy(ref_imgs)).numpy(),
+               "hist_cos": history_similarity(torch.from_numpy(emb), hist, torch.from_numpy(hmask)).numpy(),
+               "ranker_fit": np.asarray([r.best.preference_fit for r in res]),
+               "identity_cos": np.asarray([r.best.identity for r in res])}
+        if self.clpips_encoder is not None:
+            out["clpips"] = pair_layer_distances(self.clpips_encoder, list(imgs), list(ref_imgs)).sum(1).numpy()
+        found = self.index.search(emb, self.k).ids
+        hr, nd = zip(*[_ndcg_hr(found[j], self.held.get(u, set()), self.k) for j, u in enumerate(rows["user_id"])],
+                     strict=True)
+        out[f"hr@{self.k}"], out[f"ndcg@{self.k}"] = np.asarray(hr), np.asarray(nd)
+        if self.world is not None and self.reader is not None:
+            from eval.generation import _metrics
+
+            cats = dict(zip(self.world.items["item_id"], self.world.items["category"], strict=True))
+            reqs = rows.with_columns(pl.Series("category", [cats[i] for i in rows["reference_item_id"]]))
+            m = _metrics(self.world, self.reader, reqs, imgs, out["identity_cos"], out["ranker_fit"])
+            out.update({k: m[k] for k in ("utility", "ideal_palette", "category_kept", "parts_kept")})
+        return pl.DataFrame(out)
+
+
+def run_replay(replay: Replay, methods: list[str], out: str | Path, n: int = 1, seed: int = 0, batch: int = 32,
+               progress: bool = True) -> pl.DataFrame:
+    """Score every method on every request, resuming from the shards already in ``out/shards``."""
+    shards = Path(out) / "shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    manifest = {"requests": replay.requests.height, "methods": methods, "n": n, "seed": seed, "batch": batch}
+    mpath = Path(out) / "manifest.json"
+    if mpath.exists() and json.loads(mpath.read_text()) != manifest:
+        raise ValueError(f"{out} holds a replay with other settings ({mpath}); use another --out")
+    mpath.write_text(json.dumps(manifest))
+    chunks = list(range(0, replay.requests.height, batch))
+    for method in methods:
+        for c in tqdm(chunks, desc=f"replay [{method}]", disable=not progress):
+            f = shards / f"{method}-{c // batch:05d}.parquet"
+            if f.exists():
+                continue
+            df = replay.score_chunk(replay.requests[c:c + batch], method, n, seed)
+            tmp = f.with_suffix(".tmp")
+            df.write_parquet(tmp)
+            tmp.rename(f)  # atomic: a crash leaves no half shard
+    return pl.concat([pl.read_parquet(f) for f in sorted(shards.glob("*.parquet"))]).sort("method", "request_idx")
+
+
+def summarize(scores: pl.DataFrame, baselines: tuple[str, ...] = ("uniform", "reference-only"), seed: int = 0
+              ) -> dict:
+    """Per method means with bootstrap 95% intervals, and paired differences against the baselines."""
+    metrics = [c for c in scores.columns if c not in ("request_idx", "method")]
+    methods = scores["method"].unique(maintain_order=True).to_list()
+    by = {m: scores.filter(pl.col("method") == m).sort("request_idx") for m in methods}
+    rows, diffs = [], []
+    for m in methods:
+        row = {"method": m}
+        for k in metrics:
+            v = by[m][k].to_numpy().astype(float)
+            v = v[~np.isnan(v)]
+            if len(v) == 0:
+                row[k] = None
+                continue
+            mean, lo, hi = paired_bootstrap_ci(v, np.zeros_like(v), seed=seed)
+            row[k] = {"mean": mean, "ci": [lo, hi]}
+        rows.append(row)
+        for b in baselines:
+            if b in by and b != m:
+                for k in metrics:
+                    a, c = by[m][k].to_numpy().astype(float), by[b][k].to_numpy().astype(float)
+                    ok = ~(np.isnan(a) | np.isnan(c))
+                    if ok.any():
+                        d, lo, hi = paired_bootstrap_ci(a[ok], c[ok], seed=seed)
+                        diffs.append({"method": m, "versus": b, "metric": k, "diff": d, "ci": [lo, hi]})
+    return {"requests": int(scores["request_idx"].n_unique()), "metrics": metrics, "rows": rows, "differences": diffs}
