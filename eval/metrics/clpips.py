@@ -53,7 +53,9 @@ class CLPIPS(PretrainedMixin, nn.Module):
 
     @property
     def weights(self) -> torch.Tensor:
-        return nn.functional.softplus(self.raw)
+        """Non-negative, mean 1: the margin loss is scale-free, so only the mix is fitted."""
+        w = nn.functional.softplus(self.raw)
+        return w / w.mean()
 
     def forward(self, layer_distances: torch.Tensor) -> torch.Tensor:
         """(N, L) per-layer distances -> (N,) CLPIPS distances."""
