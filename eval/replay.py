@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from eval.metrics.clpips import pair_layer_distances
+from eval.metrics.identity import IdentityGallery
 from eval.metrics.semantic import embedding_similarity, history_similarity, ssim
 from ragar.generation.personalize import Personalizer
 from recsys.data.schema import POSITIVE_EVENTS
@@ -65,6 +66,14 @@ def replay_requests(root: str | Path, n: int, cut: float = 0.8, seed: int = 0) -
     return req, held
 
 
+def identity_gallery(world, encoder, progress: bool = True) -> IdentityGallery:
+    """Every render of the world (views and near-identity distractors, each labelled with its own
+    identity, so a distractor counts as a *wrong* identity) embedded by the identity encoder."""
+    v = world.views
+    emb = encoder.encode([str(world.root / p) for p in v["image"]], progress=progress)
+    return IdentityGallery(emb, v["identity_id"].to_list(), v["category"].to_list())
+
+
 def _ndcg_hr(ranked: np.ndarray, relevant: set[str], k: int) -> tuple[float, float]:
     hits = np.asarray([i in relevant for i in ranked[:k]], dtype=float)
     dcg = (hits / np.log2(np.arange(2, len(hits) + 2))).sum()
@@ -86,6 +95,10 @@ class Replay:
                                                                      requests["as_of"].to_list()),
                                personalizer.positions, personalizer.config.history_len)
         self.hist_pos, self.hist_mask = hist.positions, hist.mask
+        self.gallery = None
+        if world is not None:
+            self.gallery = identity_gallery(world, personalizer.identity_encoder)
+            self.identity_of = dict(zip(world.items["item_id"], world.items["identity_id"], strict=True))
 
     def score_chunk(self, rows: pl.DataFrame, method: str, n: int, seed: int, **gen) -> pl.DataFrame:
         from PIL import Image
@@ -114,6 +127,10 @@ class Replay:
         hr, nd = zip(*[_ndcg_hr(found[j], self.held.get(u, set()), self.k) for j, u in enumerate(rows["user_id"])],
                      strict=True)
         out[f"hr@{self.k}"], out[f"ndcg@{self.k}"] = np.asarray(hr), np.asarray(nd)
+        if self.gallery is not None:
+            fpr = self.gallery.per_query(p.identity_encoder.encode(list(imgs)),
+                                         [self.identity_of[i] for i in rows["reference_item_id"]], k=100)
+            out["fpr_ap@100"], out["fpr_rank@100"] = fpr["ap"], fpr["rank"].astype(float)
         if self.world is not None and self.reader is not None:
             from eval.generation import _metrics
 

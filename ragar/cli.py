@@ -546,7 +546,7 @@ def _personalizer(cfg: RagarConfig, data: Path, generator: Path | None, rankers:
         return load_personalizer(data, generator, rankers, image_encoder=cfg.encoder.image,
                                  image_size=cfg.encoder.image_size, text_encoder=cfg.encoder.text,
                                  text_weight=cfg.encoder.text_weight, preference=cfg.preference,
-                                 generation=cfg.generation)
+                                 generation=cfg.generation, identity_encoder=cfg.encoder.identity)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise fail(str(e).strip("'\"")) from None
 
@@ -989,7 +989,30 @@ def demo(
     items, rd = _ranking_data(cfg, world_dir)
     rankers = _train_and_save(cfg, world_dir, out / "rankers", items, rd)
     _evaluate_and_report(cfg, world_dir, rankers, items, rd, out / "ranker")
+    _demo_generation(cfg, world_dir, out, config, set_)
     console.print(f"reports in {out}")
+
+
+def _demo_generation(cfg: RagarConfig, world_dir: Path, out: Path, config, set_) -> None:
+    """The generation half of the demo, on the shipped generator (trained once; see its provenance)."""
+    from ragar.generation.loading import DEMO_GENERATOR
+
+    if not (DEMO_GENERATOR / "unet").is_dir():
+        console.print(f"[yellow]no shipped generator in {DEMO_GENERATOR}: generation steps skipped[/]")
+        return
+    d = cfg.demo
+    user = "u000001"
+    import polars as pl
+
+    first = pl.read_parquet(world_dir / "items.parquet")["item_id"][0]
+    common = {"rankers": out / "rankers", "generator": None, "seed": 0, "config": config, "set_": set_}
+    generate(user=user, data=world_dir, reference=first, reference_image=None, n=d.best_of, method=None,
+             out=out / "generate", **common)
+    eval_generation(data=world_dir, rank_generator=None, ablation_generator=None, reader=None,
+                    requests=d.generation_requests, best_of=d.best_of, out=out / "generation", **common)
+    eval_clpips(data=world_dir, pairs=None, n_pairs=d.clpips_pairs, image_size=128, seed=0, out=out / "clpips")
+    eval_replay(data=world_dir, methods="ragar,uniform,reference-only", requests=d.replay_requests, n=1, cut=0.8,
+                k=10, tradeoff_scales=d.tradeoff_scales, reader=None, out=out / "replay", **common)
 
 
 def main() -> None:

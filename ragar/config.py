@@ -28,6 +28,8 @@ class EncoderConfig(BaseModel):
     text_weight: float = Field(0.5, ge=0, le=1, description="share of the text embedding in the item "
                                "embedding (0 = image only)")
     image_size: int = Field(224, ge=32, le=512)
+    identity: str | None = Field(None, description="identity encoder for consistency scores and the FPR gallery "
+                                 "(nearid:<dir>, nearid:demo for the shipped one); default: the image encoder")
     batch_size: int = Field(64, ge=1)
 
 
@@ -60,6 +62,17 @@ class RankerConfig(BaseModel):
     seed: int = 0
 
 
+class DemoConfig(BaseModel):
+    """Sizes of the generation and evaluation steps of ``ragar demo``."""
+
+    model_config = ConfigDict(extra="forbid")
+    generation_requests: int = Field(200, ge=1)
+    replay_requests: int = Field(200, ge=1)
+    best_of: int = Field(4, ge=1)
+    clpips_pairs: int = Field(2000, ge=20)
+    tradeoff_scales: str = "0,1,2,3,5"
+
+
 class RagarConfig(BaseModel):
     """The whole configuration tree; each section is owned by the package that uses it."""
 
@@ -73,6 +86,7 @@ class RagarConfig(BaseModel):
     ranker: RankerConfig = Field(default_factory=RankerConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    demo: DemoConfig = Field(default_factory=DemoConfig)
 
 
 class ConfigError(ValueError):

@@ -20,9 +20,12 @@ def build_image_encoder(spec: str, image_size: int = 224) -> ImageEncoder:
 
         return ContrastiveImageEncoder(path)
     if kind == "nearid" and path:
+        from pathlib import Path
+
         from ragar.encoders.nearid import NearIDEncoder
 
-        return NearIDEncoder(path)
+        shipped = Path(__file__).resolve().parents[1] / "weights" / "demo-nearid"
+        return NearIDEncoder(shipped if path == "demo" else path)
     if kind in ("clip", "siglip") and path:
         from ragar.encoders.hf_vision import HFVisionEncoder
 

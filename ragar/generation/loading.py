@@ -33,6 +33,7 @@ def load_personalizer(data: str | Path, generator: str | Path | None = None, ran
                       image_encoder: str = "efficientnet-lite0", image_size: int = 224,
                       text_encoder: str | None = "minilm",
                       text_weight: float = 0.5, preference: PreferenceConfig | None = None,
+                      identity_encoder: str | None = None,
                       generation: GenerationConfig | None = None, scheduler: str = "ddim", ranker: str = "ragar",
                       progress: bool = False) -> Personalizer:
     """``generator`` defaults to the shipped demo generator; without ``rankers`` candidates get no
@@ -63,5 +64,6 @@ def load_personalizer(data: str | Path, generator: str | Path | None = None, ran
             raise KeyError(f"{rankers} has no torch ranker {ranker!r}")
         scorer = PreferenceScorer(model, item_table(items, emb, text_weight), inter)
     refs = {i: str(data / p) for i, p in zip(items["item_id"], items["image"], strict=True)}
-    return Personalizer(pipe, emb, inter, img, text_weight, preference, scorer, reference_images=refs,
-                        config=generation)
+    ident = build_image_encoder(identity_encoder) if identity_encoder else None
+    return Personalizer(pipe, emb, inter, img, text_weight, preference, scorer, identity_encoder=ident,
+                        reference_images=refs, config=generation)

@@ -112,7 +112,9 @@ def test_eval_replay_resumes_and_reports(gen_args, tiny_models, tmp_path):
     assert sorted(p.name for p in (out / "shards").glob("*.parquet")) == shards
     assert all((out / "shards" / s).stat().st_mtime_ns == t for s, t in before.items())
     res2 = json.loads((out / "replay.json").read_text())
-    assert res2["rows"] == res["rows"]
+    diff = [(a["method"], k, a[k], b[k]) for a, b in zip(res["rows"], res2["rows"], strict=True)
+            for k in a if a[k] != b[k]]
+    assert not diff, diff
     r = runner.invoke(app, [*args[:-2], "--n", "2", "--out", str(out)])
     assert r.exit_code == 2 and "other settings" in r.output
     r = runner.invoke(app, ["eval", "replay", *gen_args, "--methods", "best", "--out", str(tmp_path / "x")])
