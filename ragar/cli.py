@@ -928,6 +928,54 @@ def _replay_report(summary: dict, rp, methods: list[str], out: Path, seed: int) 
     console.print(f"wrote {out}/replay.json and {out}/replay.html")
 
 
+def _image_table(path: Path, what: str):
+    import polars as pl
+
+    if not path.exists():
+        raise fail(f"{what} {path}: no such file")
+    try:
+        df = pl.read_csv(path)
+    except pl.exceptions.PolarsError as e:
+        raise fail(f"{what} {path}: not a readable CSV ({e})") from None
+    missing = [c for c in ("image", "identity") if c not in df.columns]
+    if missing:
+        raise fail(f"{what} {path}: missing columns {missing} (need image, identity[, category])")
+    return df, [str(path.parent / p) for p in df["image"]]
+
+
+@eval_app.command("fpr")
+def eval_fpr(
+    gallery: Annotated[Path, typer.Option(help="CSV: image, identity[, category] (paths relative to the CSV); "
+                                               "include near-identity distractors under their own identity")],
+    queries: Annotated[Path, typer.Option(help="CSV: image, identity[, category] of the generated images")],
+    encoder: Annotated[str, typer.Option(help="identity encoder spec (nearid:<dir>, nearid:demo, "
+                                              "efficientnet-lite0, clip:<dir>)")] = "nearid:demo",
+    k: int = 100,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/fpr"),
+) -> dict:
+    """Finer-Personalization Rank of generated images against any identity-labelled gallery (faiss)."""
+    from eval.metrics.identity import IdentityGallery
+    from eval.report import write_json
+    from ragar.encoders.base import ImageInputError
+    from ragar.encoders.registry import build_image_encoder
+
+    g, gpaths = _image_table(gallery, "gallery")
+    q, qpaths = _image_table(queries, "queries")
+    try:
+        enc = build_image_encoder(encoder)
+        gal = IdentityGallery(enc.encode(gpaths, progress=True), g["identity"].cast(str).to_list(),
+                              g["category"].to_list() if "category" in g.columns else None)
+        res = gal.evaluate(enc.encode(qpaths, progress=True), q["identity"].cast(str).to_list(),
+                           q["category"].to_list() if "category" in q.columns else None, k=k)
+    except (ImageInputError, ValueError, FileNotFoundError) as e:
+        raise fail(str(e)) from None
+    write_json({"encoder": encoder, "gallery": str(gallery), "queries": str(queries), **res}, out / "fpr.json")
+    rows = [{"category": "all", **{m: v for m, v in res.items() if m != "per_category"}}]
+    rows += [{"category": c, **v} for c, v in res.get("per_category", {}).items()]
+    print_table(rows, f"Finer-Personalization Rank ({len(gal)} gallery images, {encoder})")
+    return res
+
+
 @eval_app.command("clpips")
 def eval_clpips(
     data: Annotated[Path, typer.Option("--data", "-d", help="image root (a world directory for world pairs)")],

@@ -119,3 +119,25 @@ def test_eval_replay_resumes_and_reports(gen_args, tiny_models, tmp_path):
     assert r.exit_code == 2 and "other settings" in r.output
     r = runner.invoke(app, ["eval", "replay", *gen_args, "--methods", "best", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "unknown methods" in r.output
+
+
+def test_eval_fpr_from_csv_folders(tiny_world, tmp_path):
+    import polars as pl
+
+    v = pl.read_parquet(tiny_world / "views.parquet")
+    gal = v.select(pl.col("image").map_elements(lambda p: str(tiny_world / p), return_dtype=pl.Utf8),
+                   pl.col("identity_id").alias("identity"), "category")
+    gal.write_csv(tmp_path / "gallery.csv")
+    q = gal.filter(~pl.col("identity").str.contains("~")).head(10)
+    q.write_csv(tmp_path / "queries.csv")
+    r = runner.invoke(app, ["eval", "fpr", "--gallery", str(tmp_path / "gallery.csv"), "--queries",
+                            str(tmp_path / "queries.csv"), "--encoder", "efficientnet-lite0", "--k", "20",
+                            "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "o" / "fpr.json").read_text())
+    assert res["r@1"] == 1.0  # the query images are in the gallery: they find themselves first
+    assert 0 < res["map@20"] <= 1 and set(res["per_category"]) <= set(q["category"].to_list())
+    (tmp_path / "bad.csv").write_text("image,who\nx.png,a\n")
+    r = runner.invoke(app, ["eval", "fpr", "--gallery", str(tmp_path / "bad.csv"), "--queries",
+                            str(tmp_path / "queries.csv"), "--encoder", "efficientnet-lite0"])
+    assert r.exit_code == 2 and "missing columns ['identity']" in r.output
