@@ -59,7 +59,7 @@ def build_histories(interactions: pl.DataFrame | pl.LazyFrame, requests: pl.Data
                         .alias("_rank"))
         .group_by("_row", "item_id").agg(pl.col("timestamp").max(), pl.col("_rank").max(), pl.col("as_of").first())
         .filter(pl.col("item_id").is_in(list(item_positions)))
-        .sort("_row", "timestamp")
+        .sort("_row", "timestamp", "item_id")  # ties in time: a fixed order, so float sums repeat exactly
         .group_by("_row", maintain_order=True)
         .agg(pl.col("item_id").tail(max_len), pl.col("_rank").tail(max_len),
              ((pl.col("as_of") - pl.col("timestamp")).dt.total_seconds() / 86400.0).tail(max_len).alias("age"))
