@@ -14,7 +14,7 @@ Each class has ``update``/``compute``/``reset`` with declared states and a funct
 from __future__ import annotations
 
 import torch
-from torchmetrics import Metric
+from torchmetrics.aggregation import MeanMetric
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 
@@ -33,23 +33,13 @@ def embedding_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 100 * (a * b).sum(-1)
 
 
-class EmbeddingSimilarity(Metric):
+class EmbeddingSimilarity(MeanMetric):
+    """Mean of :func:`embedding_similarity` over ``update(a, b)`` calls."""
+
     higher_is_better = True
-    is_differentiable = True
-    full_state_update = False
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
-        self.add_state("n", default=torch.tensor(0.0), dist_reduce_fx="sum")
-
-    def update(self, a: torch.Tensor, b: torch.Tensor) -> None:
-        s = embedding_similarity(a, b)
-        self.total += s.sum()
-        self.n += len(s)
-
-    def compute(self) -> torch.Tensor:
-        return self.total / self.n.clamp_min(1)
+    def update(self, a: torch.Tensor, b: torch.Tensor) -> None:  # type: ignore[override]
+        super().update(embedding_similarity(a, b))
 
 
 def history_similarity(generated: torch.Tensor, history: torch.Tensor, mask: torch.Tensor | None = None
@@ -63,24 +53,17 @@ def history_similarity(generated: torch.Tensor, history: torch.Tensor, mask: tor
     return torch.where(n > 0, 100 * s.sum(1) / n.clamp_min(1), torch.full_like(n, float("nan"), dtype=s.dtype))
 
 
-class HistorySimilarity(Metric):
+class HistorySimilarity(MeanMetric):
+    """Mean of :func:`history_similarity` over requests that have a history (empty ones are skipped)."""
+
     higher_is_better = True
-    is_differentiable = True
-    full_state_update = False
 
     def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
-        self.add_state("n", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        super().__init__(nan_strategy="ignore", **kwargs)
 
-    def update(self, generated: torch.Tensor, history: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        s = history_similarity(generated, history, mask)
-        ok = ~torch.isnan(s)
-        self.total += s[ok].sum()
-        self.n += ok.sum()
-
-    def compute(self) -> torch.Tensor:
-        return self.total / self.n.clamp_min(1)
+    def update(self, generated: torch.Tensor, history: torch.Tensor,  # type: ignore[override]
+               mask: torch.Tensor | None = None) -> None:
+        super().update(history_similarity(generated, history, mask))
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, size: int | None = None) -> torch.Tensor:
