@@ -764,7 +764,8 @@ def train_identity_encoder(
         raise fail(f"{data} is not a world directory (no views.parquet)")
     t0 = time.perf_counter()
     split = world_identity_split(data, holdout, seed)
-    tokens = backbone_tokens(split.paths, image_size, progress=True)
+    tokens = backbone_tokens(split.paths, image_size, progress=True,
+                             cache=data / ".ragar_cache" / f"nearid-tokens-{image_size}.npy")
     head, losses = train_nearid(tokens, split, NearIDConfig(feature_dim=tokens.shape[2], image_size=image_size),
                                 steps=steps, seed=seed)
     head.save_pretrained(out)

@@ -70,10 +70,23 @@ def _backbone(image_size: int):
 
 @torch.no_grad()
 def backbone_tokens(images: Sequence[ImageLike], image_size: int = 128, batch_size: int = 64,
-                    progress: bool = False) -> torch.Tensor:
-    """(N, T, 1280) last-layer feature maps of the frozen EfficientNet, as token sequences."""
+                    progress: bool = False, cache: Path | None = None) -> torch.Tensor:
+    """(N, T, 1280) last-layer feature maps of the frozen EfficientNet, as token sequences.
+    ``cache``: an .npy file (fp16) reused when it holds as many rows as there are images."""
     from tqdm.auto import tqdm
 
+    if cache is not None and cache.exists():
+        got = np.load(cache, allow_pickle=False)
+        if len(got) == len(images):
+            return torch.from_numpy(got.astype(np.float32))
+    out = _tokens(images, image_size, batch_size, progress, tqdm)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, out.numpy().astype(np.float16))
+    return out
+
+
+def _tokens(images, image_size: int, batch_size: int, progress: bool, tqdm) -> torch.Tensor:
     enc = _backbone(image_size)
     out = []
     for lo in tqdm(range(0, len(images), batch_size), desc="backbone tokens", disable=not progress):
@@ -133,23 +146,34 @@ def world_identity_split(root: str | Path, holdout: float = 0.2, seed: int = 0) 
                          v["changed_part"].to_list(), v["category"].to_numpy(), held)
 
 
+def anchor_pools(split: IdentitySplit, identities: set[str]) -> dict[int, np.ndarray]:
+    """For each view with distractors: every other view of its identity, other items (styles) first."""
+    item_of = [Path(p).stem.rsplit("-v", 1)[0] for p in split.paths]
+    views_of: dict[str, list[int]] = {}
+    for i, (ident, dis) in enumerate(zip(split.identity, split.is_distractor, strict=True)):
+        if not dis and ident in identities:
+            views_of.setdefault(ident, []).append(i)
+    pools = {}
+    for pos in split.distractor_of:
+        ident = split.identity[pos]
+        if ident in identities:
+            other = ([i for i in views_of[ident] if item_of[i] != item_of[pos]]
+                     or [i for i in views_of[ident] if i != pos])
+            if other:
+                pools[pos] = np.asarray(other)
+    return pools
+
+
 def ssr_triplets(split: IdentitySplit, identities: set[str], seed: int = 0) -> dict[str, np.ndarray]:
     """Evaluation triplets: anchor = a view of the identity in *another item (style)* than the
     positive when there is one; positive = a view that has distractors; distractors = those
     (same style, pose and background as the positive, one part changed)."""
     rng = np.random.default_rng(seed)
-    views_of: dict[str, list[int]] = {}
-    for i, (ident, dis) in enumerate(zip(split.identity, split.is_distractor, strict=True)):
-        if not dis and ident in identities:
-            views_of.setdefault(ident, []).append(i)
     anchors, positives, distractors, parts = [], [], [], []
-    item_of = [Path(p).stem.rsplit("-v", 1)[0] for p in split.paths]
+    pools = anchor_pools(split, identities)
     for pos, ds in sorted(split.distractor_of.items()):
-        ident = split.identity[pos]
-        if ident not in identities:
-            continue
-        others = [i for i in views_of[ident] if item_of[i] != item_of[pos]] or [i for i in views_of[ident] if i != pos]
-        if not others:
+        others = pools.get(pos)
+        if others is None:
             continue
         for d in ds:
             anchors.append(others[int(rng.integers(len(others)))])
@@ -186,16 +210,23 @@ def train_nearid(tokens: torch.Tensor, split: IdentitySplit, config: NearIDConfi
     if len(trip["anchor"]) == 0:
         raise ValueError("no training triplets: the world has no near-identity distractors")
     pool = np.flatnonzero(np.isin(split.identity, list(train_ids)) & ~split.is_distractor)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
+    anchors = anchor_pools(split, train_ids)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.05)
     g = np.random.default_rng(seed)
     losses = []
+    head.train()
     for _ in tqdm(range(steps), desc="train identity encoder", disable=not progress):
         b = g.integers(len(trip["anchor"]), size=batch_size)
-        a_rows, p_rows, d_rows = trip["anchor"][b], trip["positive"][b], trip["distractor"][b]
+        p_rows, d_rows = trip["positive"][b], trip["distractor"][b]
+        # a fresh anchor every time (any other view of the identity, another style when there is
+        # one): the head cannot memorise fixed pairs, it has to learn the identity
+        a_rows = np.asarray([anchors[p][g.integers(len(anchors[p]))] for p in p_rows])
         neg = g.choice(pool, size=(batch_size, negatives))
         same = split.identity[neg] == split.identity[p_rows][:, None]
         neg = np.where(same, g.choice(pool, size=neg.shape), neg)
-        emb = head(tokens[np.concatenate([a_rows, p_rows, d_rows, neg.ravel()])])
+        x = tokens[np.concatenate([a_rows, p_rows, d_rows, neg.ravel()])].float()
+        keep = torch.rand(x.shape[:2], generator=torch.Generator().manual_seed(int(g.integers(2**31)))) > 0.25
+        emb = head(x * keep[..., None])  # token dropout: parts must be read from several places
         a, p, d = emb[:batch_size], emb[batch_size:2 * batch_size], emb[2 * batch_size:3 * batch_size]
         n = emb[3 * batch_size:].view(batch_size, negatives, -1)
         loss = two_tier_loss(a, p, d[:, None], n, cfg.temperature, cfg.margin)
