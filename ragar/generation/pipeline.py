@@ -38,12 +38,12 @@ class RagarPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler, adapter=adapter)
 
     def save_pretrained(self, path: str | Path, half: bool = False) -> Path:
-        """``unet/``, ``adapter/``, ``scheduler/`` under ``path`` (fp16 UNet weights with ``half``:
-        they load back as fp32)."""
+        """``unet/``, ``adapter/``, ``scheduler/`` under ``path`` (fp16 weights with ``half``, half
+        the bytes to ship: they load back as fp32)."""
         path = Path(path)
         unet = copy.deepcopy(self.unet).half() if half else self.unet
         unet.save_pretrained(path / "unet")
-        self.adapter.save_pretrained(path / "adapter")
+        (copy.deepcopy(self.adapter).half() if half else self.adapter).save_pretrained(path / "adapter")
         self.scheduler.save_pretrained(path / "scheduler")
         return path
 

@@ -87,3 +87,22 @@ def test_bad_inputs():
         pipe(reference_embeds=r, preference_embeds=torch.full_like(p, float("nan")), num_inference_steps=1)
     with pytest.raises(ValueError, match=r"must be \(B, 16\)"):
         pipe(reference_embeds=torch.ones(2, 3), preference_embeds=torch.ones(2, 3), num_inference_steps=1)
+
+
+def test_half_precision_save_loads_back_as_fp32(tmp_path):
+    from ragar.generation.train import GeneratorConfig, build_unet
+
+    cfg = GeneratorConfig(image_size=16, block_out_channels=[16, 32], cross_attention_blocks=[True, False],
+                          cross_attention_dim=32, adapter_tokens=2)
+    torch.manual_seed(0)
+    pipe = RagarPipeline(build_unet(cfg), DDIMScheduler(), PreferenceAdapter(AdapterConfig(8, 32, 2)))
+    pipe.save_pretrained(tmp_path, half=True)
+    back = RagarPipeline.from_pretrained(tmp_path, scheduler="euler")
+    assert back.unet.dtype == torch.float32 and back.adapter.dtype == torch.float32
+    assert type(back.scheduler).__name__ == "EulerDiscreteScheduler"
+    w, w2 = pipe.adapter.reference_proj.weight, back.adapter.reference_proj.weight
+    assert torch.allclose(w, w2, atol=1e-3) and not torch.equal(w, w2)  # fp16-rounded, not identical
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        RagarPipeline.from_pretrained(tmp_path, scheduler="magic")
+    with pytest.raises(FileNotFoundError, match="not a RAGAR generator"):
+        RagarPipeline.from_pretrained(tmp_path / "unet")
