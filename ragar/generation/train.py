@@ -103,7 +103,8 @@ def make_pairs(root: str | Path, item_ids: np.ndarray, vectors: np.ndarray, imag
     views = pl.read_parquet(root / "views.parquet").filter(pl.col("kind") == "view") \
         if (root / "views.parquet").exists() else items.select("item_id", "image")
     inter = pl.read_parquet(root / "interactions.parquet")
-    pos = inter.filter(pl.col("event_type").is_in(["click", "like"])).unique(["user_id", "item_id"], keep="last")
+    pos = (inter.filter(pl.col("event_type").is_in(["click", "like"]))
+           .unique(["user_id", "item_id"], keep="last", maintain_order=True))  # a fixed pair order: resumable
     if max_pairs and pos.height > max_pairs:
         pos = pos[np.sort(rng.choice(pos.height, max_pairs, replace=False)).tolist()]
     by_identity = items.group_by("identity_id").agg(pl.col("item_id"))
