@@ -108,7 +108,7 @@ class Replay:
                 seed=[seed + int(i) for i in rows["request_idx"]], as_of=rows["as_of"].to_list(), **gen)
         imgs = np.stack([r.best.image for r in res])
         size = imgs.shape[1]
-        ref_imgs = np.stack([np.asarray(Image.open(self.root / p.reference_images[i]).convert("RGB")
+        ref_imgs = np.stack([np.asarray(Image.open(p.reference_images[i]).convert("RGB")
                                         .resize((size, size))) for i in rows["reference_item_id"]])
         emb = p.image_encoder.encode(list(imgs))
         ref_emb = p.catalog.image[[p.positions[i] for i in rows["reference_item_id"]]]

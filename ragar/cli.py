@@ -598,11 +598,11 @@ def generate(
     rep = HtmlReport(f"{res.user_id}: {res.reference_item_id or 'uploaded reference'} ({res.method})")
     if res.fallback:
         rep.paragraph(f"Fallback: {res.fallback}: conditioned on the reference alone.")
-    ref_img = reference_image if reference is None else data / p.reference_images[reference]
+    ref_img = reference_image if reference is None else p.reference_images[reference]
     rep.heading("Reference").gallery([(np.asarray(Image.open(ref_img).convert("RGB")), res.reference_source)], 128)
     shown = [h for h in res.history if h.weight > 0][:12] or res.history[:12]
     rep.heading(f"History ({len(res.history)} items; the {len(shown)} heaviest, with their weights)")
-    rep.gallery([(np.asarray(Image.open(data / p.reference_images[h.item_id]).convert("RGB")),
+    rep.gallery([(np.asarray(Image.open(p.reference_images[h.item_id]).convert("RGB")),
                   f"w={h.weight:.3f} cos={h.similarity:.2f} {h.event_type}") for h in shown])
     rep.heading("Candidates (outlined: chosen by best-of-N)")
     rep.gallery([(c.image, f"fit={c.preference_fit:.3f} id={c.identity:.3f}") for c in res.candidates], 128,
@@ -717,7 +717,7 @@ def _generation_report(res: dict, world, personalizer, reqs, out: Path) -> None:
     names = list(images)
     k = min(8, len(reqs))
     size = images[names[0]].shape[1:3]
-    ref_imgs = [np.asarray(Image.open(world.root / personalizer.reference_images[i]).convert("RGB").resize(size))
+    ref_imgs = [np.asarray(Image.open(personalizer.reference_images[i]).convert("RGB").resize(size))
                 for i in reqs["reference_item_id"][:k]]
     grid = np.concatenate([np.concatenate(ref_imgs, 1)] + [np.concatenate(list(images[n][:k]), 1) for n in names], 0)
     rep.image(np.kron(grid, np.ones((3, 3, 1), np.uint8)),
@@ -917,7 +917,7 @@ def _replay_report(summary: dict, rp, methods: list[str], out: Path, seed: int) 
     k = min(8, rp.requests.height)
     rows = rp.requests[:k]
     size = rp.p.pipeline.unet.config.sample_size
-    grid = [np.concatenate([np.asarray(Image.open(rp.root / rp.p.reference_images[i]).convert("RGB")
+    grid = [np.concatenate([np.asarray(Image.open(rp.p.reference_images[i]).convert("RGB")
                                        .resize((size, size))) for i in rows["reference_item_id"]], 1)]
     for m in methods:
         res = rp.p(rows["user_id"].to_list(), rows["reference_item_id"].to_list(), n=1, method=m,

@@ -63,7 +63,7 @@ def load_personalizer(data: str | Path, generator: str | Path | None = None, ran
         if model is None:
             raise KeyError(f"{rankers} has no torch ranker {ranker!r}")
         scorer = PreferenceScorer(model, item_table(items, emb, text_weight), inter)
-    refs = {i: str(data / p) for i, p in zip(items["item_id"], items["image"], strict=True)}
+    refs = {i: str(data / p) for i, p in zip(items["item_id"], items["image"], strict=True)}  # full paths
     ident = build_image_encoder(identity_encoder) if identity_encoder else None
     return Personalizer(pipe, emb, inter, img, text_weight, preference, scorer, identity_encoder=ident,
                         reference_images=refs, config=generation)
