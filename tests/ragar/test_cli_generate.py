@@ -141,3 +141,13 @@ def test_eval_fpr_from_csv_folders(tiny_world, tmp_path):
     r = runner.invoke(app, ["eval", "fpr", "--gallery", str(tmp_path / "bad.csv"), "--queries",
                             str(tmp_path / "queries.csv"), "--encoder", "efficientnet-lite0"])
     assert r.exit_code == 2 and "missing columns ['identity']" in r.output
+
+
+def test_generate_with_a_relative_data_path(tiny_models, tmp_path, monkeypatch):
+    data = tiny_models["data"]
+    monkeypatch.chdir(data.parent)
+    r = runner.invoke(app, ["generate", "--user", "u000001", "--reference", "mug-00000-s10", "--n", "1",
+                            "--data", data.name, "--generator", str(tiny_models["generator"]), "--config", "tiny",
+                            "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "index.html").read_text().count("<img") >= 2
