@@ -32,7 +32,8 @@ def test_demo_on_tiny_reuses_world(tmp_path):
     r = runner.invoke(app, ["demo", "--out", str(tmp_path), "--config", "tiny"])
     assert r.exit_code == 0, r.output
     for f in ("data/stats.html", "preference/preference.json", "ranker/ranker.json", "ranker/ranker.html",
-              "rankers/rankers.json"):
+              "rankers/rankers.json", "generate/index.html", "generation/generation.json", "clpips/clpips.json",
+              "replay/replay.json", "replay/replay.html"):
         assert (tmp_path / f).exists(), f
     r = runner.invoke(app, ["demo", "--out", str(tmp_path), "--config", "tiny"])
     assert "up to date" in r.output
