@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from ragar.cli import app
@@ -28,6 +29,7 @@ def test_bad_config_exits_2(tmp_path):
     assert "world.x" in r.output
 
 
+@pytest.mark.timeout(1500)  # two whole demo runs (tiny world, the shipped generator)
 def test_demo_on_tiny_reuses_world(tmp_path):
     r = runner.invoke(app, ["demo", "--out", str(tmp_path), "--config", "tiny"])
     assert r.exit_code == 0, r.output
