@@ -295,17 +295,11 @@ def _preference_report(world, ids, res: dict, cfg: RagarConfig):
 # --- ranking ------------------------------------------------------------------------------------
 
 def _item_table(cfg: RagarConfig, data: Path):
-    import numpy as np
     import polars as pl
 
-    from recsys.ranking.features import ItemTable
+    from ragar.generation.loading import item_table
 
-    emb = _embed(cfg, data)
-    items = pl.read_parquet(data / "items.parquet")
-    cats = sorted(items["category"].unique().to_list())
-    index = {c: i for i, c in enumerate(cats)}
-    return ItemTable(emb.ids, emb.image, emb.combined(cfg.encoder.text_weight),
-                     np.asarray([index[c] for c in items["category"]]), cats)
+    return item_table(pl.read_parquet(data / "items.parquet"), _embed(cfg, data), cfg.encoder.text_weight)
 
 
 def _ranking_data(cfg: RagarConfig, data: Path):
@@ -930,17 +924,13 @@ def _replay_report(summary: dict, rp, methods: list[str], out: Path, seed: int) 
 
 
 def _image_table(path: Path, what: str):
-    import polars as pl
+    """An identity-labelled image CSV (image, identity[, category]) and its image paths."""
+    from recsys.data.io import read_csv_with
 
-    if not path.exists():
-        raise fail(f"{what} {path}: no such file")
     try:
-        df = pl.read_csv(path)
-    except pl.exceptions.PolarsError as e:
-        raise fail(f"{what} {path}: not a readable CSV ({e})") from None
-    missing = [c for c in ("image", "identity") if c not in df.columns]
-    if missing:
-        raise fail(f"{what} {path}: missing columns {missing} (need image, identity[, category])")
+        df = read_csv_with(path, ("image", "identity"), what)
+    except (FileNotFoundError, ValueError) as e:
+        raise fail(str(e)) from None
     return df, [str(path.parent / p) for p in df["image"]]
 
 

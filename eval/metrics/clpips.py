@@ -27,6 +27,7 @@ from scipy.stats import spearmanr
 from torch import nn
 from torchmetrics import Metric
 
+from recsys.data.io import read_csv_with
 from recsys.modeling import PretrainedMixin
 
 PAIR_COLUMNS = ("reference", "a", "b", "closer")
@@ -122,16 +123,7 @@ class CLPIPSScore(Metric):
 def read_ranked_pairs(path: str | Path) -> pl.DataFrame:
     """A CSV with columns reference, a, b, closer (``a`` or ``b``); optional dist_a, dist_b (graded
     ground truth). Errors name the file and the problem."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such ranked-pairs file")
-    try:
-        df = pl.read_csv(path)
-    except pl.exceptions.PolarsError as e:
-        raise ValueError(f"{path}: not a readable CSV ({e})") from None
-    missing = [c for c in PAIR_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing} (need {', '.join(PAIR_COLUMNS)})")
+    df = read_csv_with(path, PAIR_COLUMNS, "ranked pairs")
     bad = df.filter(~pl.col("closer").cast(pl.Utf8).is_in(["a", "b"]))
     if bad.height:
         raise ValueError(f"{path}: column 'closer' must be 'a' or 'b'; row {bad.row(0)} is not")

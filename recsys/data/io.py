@@ -9,6 +9,21 @@ import polars as pl
 from recsys.data.schema import FILES, conform
 
 
+def read_csv_with(path: str | Path, columns: tuple[str, ...] | list[str], what: str = "CSV") -> pl.DataFrame:
+    """Read a user-supplied CSV that must hold ``columns``; errors name the file and the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path}: no such file")
+    try:
+        df = pl.read_csv(path)
+    except pl.exceptions.PolarsError as e:
+        raise ValueError(f"{what} {path}: not a readable CSV ({e})") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} {path}: missing columns {missing} (need {', '.join(columns)})")
+    return df
+
+
 def read_table(root: str | Path, table: str) -> pl.DataFrame:
     """Read one contract table of a dataset directory (no validation: see :mod:`recsys.data.validate`)."""
     path = Path(root) / FILES[table]
