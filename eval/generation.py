@@ -84,8 +84,9 @@ def _true_parts(world: World, item_ids: list[str]) -> np.ndarray:
     return out
 
 
-def _metrics(world: World, reader: AttributeReader, requests: pl.DataFrame, images: np.ndarray,
-             identity: np.ndarray, fit: np.ndarray) -> dict[str, np.ndarray]:
+def world_metrics(world: World, reader: AttributeReader, requests: pl.DataFrame, images: np.ndarray,
+                  identity: np.ndarray, fit: np.ndarray) -> dict[str, np.ndarray]:
+    """Oracle preference fit and identity kept of ``images`` answering ``requests`` (module doc)."""
     o = world.oracle
     read = read_images(reader, images)
     u = user_index(requests["user_id"].to_numpy())
@@ -110,7 +111,7 @@ def _reference_rows(world: World, reader: AttributeReader, requests: pl.DataFram
     from PIL import Image
 
     imgs = np.stack([np.asarray(Image.open(world.root / p).convert("RGB")) for p in ref["image"]])
-    m = _metrics(world, reader, requests, imgs, np.ones(requests.height), np.full(requests.height, np.nan))
+    m = world_metrics(world, reader, requests, imgs, np.ones(requests.height), np.full(requests.height, np.nan))
     u = user_index(requests["user_id"].to_numpy())
     c = o.category_index(requests["category"].to_numpy())
     ideal = {"utility": o.palette[u, c].max(-1) + o.pattern[u, c].max(-1) + o.finish[u, c].max(-1),
@@ -135,7 +136,7 @@ def evaluate_generation(world: World, reader: AttributeReader, methods: list[Met
             ident += [r.best.identity for r in res]
             fit += [r.best.preference_fit for r in res]
         images[m.name] = np.stack(out_img)
-        per[m.name] = _metrics(world, reader, requests, images[m.name], np.asarray(ident), np.asarray(fit))
+        per[m.name] = world_metrics(world, reader, requests, images[m.name], np.asarray(ident), np.asarray(fit))
     per.update(_reference_rows(world, reader, requests))
     rows = []
     for name, vals in per.items():

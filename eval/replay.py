@@ -25,6 +25,7 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
+from eval.generation import world_metrics
 from eval.metrics.clpips import pair_layer_distances
 from eval.metrics.identity import IdentityGallery
 from eval.metrics.semantic import embedding_similarity, history_similarity, ssim
@@ -132,11 +133,9 @@ class Replay:
                                          [self.identity_of[i] for i in rows["reference_item_id"]], k=100)
             out["fpr_ap@100"], out["fpr_rank@100"] = fpr["ap"], fpr["rank"].astype(float)
         if self.world is not None and self.reader is not None:
-            from eval.generation import _metrics
-
             cats = dict(zip(self.world.items["item_id"], self.world.items["category"], strict=True))
             reqs = rows.with_columns(pl.Series("category", [cats[i] for i in rows["reference_item_id"]]))
-            m = _metrics(self.world, self.reader, reqs, imgs, out["identity_cos"], out["ranker_fit"])
+            m = world_metrics(self.world, self.reader, reqs, imgs, out["identity_cos"], out["ranker_fit"])
             out.update({k: m[k] for k in ("utility", "ideal_palette", "category_kept", "parts_kept")})
         return pl.DataFrame(out)
 

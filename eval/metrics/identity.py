@@ -7,6 +7,7 @@ first), so a constant or collapsed encoder gets no credit from ties.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torchmetrics import Metric
 
@@ -147,8 +148,6 @@ class IdentityGallery:
     """
 
     def __init__(self, embeddings, labels, categories=None, exact_below: int = 50_000, kind: str = "hnsw", **params):
-        import numpy as np
-
         from recsys.index import ItemIndex
 
         emb = np.asarray(embeddings, dtype=np.float32)
@@ -167,8 +166,6 @@ class IdentityGallery:
         return len(self.labels)
 
     def per_query(self, query, query_labels, k: int = 100) -> dict:
-        import numpy as np
-
         k = min(k, len(self))
         res = self.index.search(np.asarray(query, dtype=np.float32), k)
         ql = np.asarray([str(v) for v in query_labels])
@@ -183,8 +180,6 @@ class IdentityGallery:
 
     def evaluate(self, query, query_labels, query_categories=None, k: int = 100) -> dict:
         """``map@k``, ``r@1``, ``r@5``, ``mean_rank@k`` overall and per query category."""
-        import numpy as np
-
         pq = self.per_query(query, query_labels, k)
         kk = pq["k"]
 

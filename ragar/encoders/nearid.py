@@ -79,20 +79,19 @@ def backbone_tokens(images: Sequence[ImageLike], image_size: int = 128, batch_si
         got = np.load(cache, allow_pickle=False)
         if len(got) == len(images):
             return torch.from_numpy(got.astype(np.float32))
-    out = _tokens(images, image_size, batch_size, progress, tqdm)
+    enc = _backbone(image_size)
+    out = torch.cat([tokens_of(enc, images[lo:lo + batch_size])
+                     for lo in tqdm(range(0, len(images), batch_size), desc="backbone tokens", disable=not progress)])
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, out.numpy().astype(np.float16))
     return out
 
 
-def _tokens(images, image_size: int, batch_size: int, progress: bool, tqdm) -> torch.Tensor:
-    enc = _backbone(image_size)
-    out = []
-    for lo in tqdm(range(0, len(images), batch_size), desc="backbone tokens", disable=not progress):
-        f = enc.model.extract_features(enc.preprocess(images[lo:lo + batch_size]))
-        out.append(f.flatten(2).transpose(1, 2).contiguous())
-    return torch.cat(out)
+def tokens_of(backbone, batch: Sequence[ImageLike]) -> torch.Tensor:
+    """(B, T, 1280): the backbone's last feature map of ``batch`` as a token sequence."""
+    f = backbone.model.extract_features(backbone.preprocess(batch))
+    return f.flatten(2).transpose(1, 2).contiguous()
 
 
 class NearIDEncoder(ImageEncoder):
@@ -111,8 +110,7 @@ class NearIDEncoder(ImageEncoder):
         return self._fp
 
     def _embed(self, batch: Sequence[ImageLike]) -> torch.Tensor:
-        f = self.backbone.model.extract_features(self.backbone.preprocess(batch))
-        return self.head(f.flatten(2).transpose(1, 2))
+        return self.head(tokens_of(self.backbone, batch))
 
 
 # --- training on the world -------------------------------------------------------------------------
