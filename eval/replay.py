@@ -111,7 +111,8 @@ class Replay:
         size = imgs.shape[1]
         ref_imgs = np.stack([np.asarray(Image.open(p.reference_images[i]).convert("RGB")
                                         .resize((size, size))) for i in rows["reference_item_id"]])
-        emb = p.image_encoder.encode(list(imgs))
+        known = [r.best.embedding for r in res]  # computed by the personalizer when it scored
+        emb = np.stack(known) if all(e is not None for e in known) else p.image_encoder.encode(list(imgs))
         ref_emb = p.catalog.image[[p.positions[i] for i in rows["reference_item_id"]]]
         idx = rows["request_idx"].to_numpy()
         hpos, hmask = self.hist_pos[idx], self.hist_mask[idx]

@@ -57,6 +57,7 @@ class Candidate:
     preference_fit: float        # ranker click probability for this user (nan without a ranker)
     identity: float              # cosine to the reference in the identity encoder's space
     selection: float             # the trade-off score best-of-N ranks by
+    embedding: np.ndarray | None = None  # in the image encoder's (ranker's) space, when it was computed
 
 
 @dataclass
@@ -172,18 +173,21 @@ class Personalizer:
 
     def score(self, user_ids: list[str], images: np.ndarray, n: int, ref_items: list[str | None],
               ref_pixels: list[np.ndarray | None], as_of: datetime | list[datetime] | None = None
-              ) -> tuple[np.ndarray, np.ndarray, list[bool]]:
-        """Preference fit (B, n) and identity (B, n) of ``images`` ((B * n), H, W, 3)."""
+              ) -> tuple[np.ndarray, np.ndarray, list[bool], np.ndarray | None]:
+        """Preference fit (B, n), identity (B, n), cold-start flags and the image-encoder
+        embeddings (B, n, D) of ``images`` ((B * n), H, W, 3); each encoder runs once."""
         b = len(user_ids)
         ident = self.identity_encoder.encode(list(images)).reshape(b, n, -1)
+        emb = ident if self.identity_encoder is self.image_encoder else None
         refs = np.stack([self._identity_of_reference(i, p) for i, p in zip(ref_items, ref_pixels, strict=True)])
         identity = np.einsum("bnd,bd->bn", ident, refs) / (
             np.linalg.norm(ident, axis=-1) * np.linalg.norm(refs, axis=-1)[:, None] + 1e-12)
         if self.scorer is None:
-            return np.full((b, n), np.nan), identity, [False] * b
-        emb = self.image_encoder.encode(list(images)).reshape(b, n, -1)
+            return np.full((b, n), np.nan), identity, [False] * b, emb
+        if emb is None:
+            emb = self.image_encoder.encode(list(images)).reshape(b, n, -1)
         res = self.scorer.score(list(user_ids), emb, as_of=self.as_of if as_of is None else as_of)
-        return res.probabilities, identity, res.cold_start
+        return res.probabilities, identity, res.cold_start, emb
 
     @staticmethod
     def select(fit: np.ndarray, identity: np.ndarray, tradeoff: float) -> tuple[np.ndarray, np.ndarray]:
@@ -233,16 +237,16 @@ class Personalizer:
         images = out.images
         t2 = time.perf_counter()
         if score:
-            fit, identity, cold = self.score(users, images, n, items, pixels, as_of)
+            fit, identity, cold, emb = self.score(users, images, n, items, pixels, as_of)
         else:
-            fit, identity, cold = np.full((b, n), np.nan), np.full((b, n), np.nan), [False] * b
+            fit, identity, cold, emb = np.full((b, n), np.nan), np.full((b, n), np.nan), [False] * b, None
         sel, chosen = self.select(fit, identity, cfg.tradeoff if tradeoff is None else tradeoff)
         t3 = time.perf_counter()
         timings = {"retrieval_s": t1 - t0, "generation_s": t2 - t1, "scoring_s": t3 - t2, "requests": b, "n": n}
         results = []
         for i in range(b):
-            cands = [Candidate(images[i * n + j], float(fit[i, j]), float(identity[i, j]), float(sel[i, j]))
-                     for j in range(n)]
+            cands = [Candidate(images[i * n + j], float(fit[i, j]), float(identity[i, j]), float(sel[i, j]),
+                               None if emb is None else emb[i, j]) for j in range(n)]
             results.append(PersonalizedResult(users[i], items[i], sources[i], method, cands, int(chosen[i]),
                                               weights[i], fallback[i], bool(cold[i]), seeds[i], timings))
         return results

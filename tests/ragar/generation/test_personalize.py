@@ -34,6 +34,11 @@ def test_candidates_scores_and_weights(tiny_personalizer, request_pair):
     w = np.array([h.weight for h in res.history])
     assert w.sum() == pytest.approx(1.0, abs=1e-5) and (np.diff(w) <= 1e-9).all()  # heaviest first
     assert res.timings["generation_s"] > 0
+    # the ranker's embedding of each candidate comes back (computed once, reused by replay)
+    emb = np.stack([c.embedding for c in res.candidates])
+    assert emb.shape[0] == 3 and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    (unscored,) = tiny_personalizer(user, item, n=1, seed=7, score=False)
+    assert unscored.candidates[0].embedding is None
 
 
 def test_same_seed_same_images_independent_of_batching(tiny_personalizer, request_pair):
