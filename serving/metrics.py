@@ -1,0 +1,33 @@
+"""Prometheus metrics of one service instance (its own registry, so tests can run several apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("ragar_requests_total", "HTTP requests by route, arm and status",
+                                ["route", "arm", "status"], registry=r)
+        self.latency = Histogram("ragar_request_latency_seconds", "HTTP latency by route and arm",
+                                 ["route", "arm"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("ragar_batch_size", "requests per generator call",
+                                    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32), registry=r)
+        self.queue_depth = Gauge("ragar_queue_depth", "generation requests waiting for a batch", registry=r)
+        self.generation = Histogram("ragar_generation_seconds", "seconds per generator call (whole batch)",
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.rejected = Counter("ragar_rejected_total", "generation requests not served, by reason",
+                                ["reason"], registry=r)
+        self.events = Counter("ragar_feedback_total", "feedback events stored, by arm and event",
+                              ["arm", "event"], registry=r)
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.generation.observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,183 @@
+"""Request and response models of the API: typed, so the OpenAPI schema is exact."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Method = Literal["ragar", "uniform", "recency", "reference-only"]
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = Field(min_length=1, max_length=256)
+    reference_item_id: str | None = Field(None, min_length=1, max_length=256,
+                                          description="a catalog item; or give reference_image")
+    reference_image: str | None = Field(None, description="base64 PNG/JPEG of the reference, instead of an item")
+    n: int | None = Field(None, ge=1, description="candidates; default the arm's, capped by the service")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="default: a random seed, returned")
+    response_format: Literal["url", "base64"] = "url"
+
+
+class CandidateOut(BaseModel):
+    index: int
+    url: str
+    b64_png: str | None = None
+    preference_fit: float | None = Field(description="ranker click probability for this user (null: no ranker)")
+    identity: float | None = Field(description="cosine to the reference in the identity encoder's space")
+    selection: float = Field(description="the best-of-N trade-off score")
+
+
+class HistoryItemOut(BaseModel):
+    item_id: str
+    weight: float
+    similarity: float
+    event_type: str
+    image_url: str
+
+
+class Timings(BaseModel):
+    queue_s: float
+    batch_size: int
+    retrieval_s: float
+    generation_s: float
+    scoring_s: float
+    total_s: float
+
+
+class GenerateResponse(BaseModel):
+    request_id: str
+    user_id: str
+    experiment: str
+    arm: str
+    method: str
+    reference_item_id: str | None
+    reference_source: str
+    fallback: str | None = Field(description="unknown-user / empty-history / all-below-floor: conditioned on the "
+                                 "reference alone")
+    cold_start_ranker: bool
+    seed: int
+    chosen: int
+    candidates: list[CandidateOut]
+    history: list[HistoryItemOut]
+    timings: Timings
+
+
+class PreferenceResponse(BaseModel):
+    user_id: str
+    reference_item_id: str
+    method: str
+    fallback: str | None
+    history_size: int
+    top: list[HistoryItemOut]
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request_id: str = Field(min_length=1, max_length=36)
+    image_index: int = Field(ge=0)
+    event: Literal["click", "like", "skip"]
+    idempotency_key: str = Field(min_length=8, max_length=128)
+
+
+class FeedbackResponse(BaseModel):
+    feedback_id: int
+    request_id: str
+    image_index: int
+    event: str
+    duplicate: bool = Field(description="true when this idempotency key was already stored (nothing new written)")
+
+
+class CompareRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = Field(min_length=1, max_length=256)
+    reference_item_id: str = Field(min_length=1, max_length=256)
+    methods: tuple[Method, Method] = ("ragar", "uniform")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+
+
+class CompareResponse(BaseModel):
+    """Two single-candidate requests, same seed, in random order (the page does not say which is which)."""
+
+    a: GenerateResponse
+    b: GenerateResponse
+
+
+class JudgmentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request_a: str = Field(min_length=1, max_length=36)
+    request_b: str = Field(min_length=1, max_length=36)
+    preference_choice: Literal["a", "b"] = Field(description="which fits the user better")
+    identity_choice: Literal["a", "b"] = Field(description="which keeps the reference's identity better")
+    idempotency_key: str = Field(min_length=8, max_length=128)
+    rater: str | None = Field(None, max_length=128)
+
+
+class JudgmentResponse(BaseModel):
+    judgment_id: int
+    duplicate: bool
+
+
+class ArmOut(BaseModel):
+    name: str
+    share: float
+    settings: dict
+
+
+class ExperimentOut(BaseModel):
+    name: str
+    salt: str
+    active: bool
+    description: str
+    arms: list[ArmOut]
+
+
+class AssignmentOut(BaseModel):
+    experiment: str
+    user_id: str
+    arm: str
+    bucket: int
+    forced: bool
+
+
+class ArmReport(BaseModel):
+    arm: str
+    exposures: int
+    users: int
+    clicks: int
+    likes: int
+    click_rate: float | None
+    like_rate: float | None
+    click_lift_abs: float | None = None
+    click_lift_abs_ci95: tuple[float, float] | None = None
+    click_lift_rel: float | None = None
+    click_lift_rel_ci95: tuple[float, float] | None = None
+    click_p_value: float | None = None
+    like_lift_abs: float | None = None
+    like_lift_abs_ci95: tuple[float, float] | None = None
+    like_lift_rel: float | None = None
+    like_lift_rel_ci95: tuple[float, float] | None = None
+    like_p_value: float | None = None
+
+
+class ExperimentReport(BaseModel):
+    experiment: str
+    control: str
+    total_exposures: int
+    arms: list[ArmReport]
+    srm_chi2: float | None
+    srm_p_value: float | None
+    srm_detected: bool
+
+
+class UserOut(BaseModel):
+    user_id: str
+    events: int
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    category: str
+    title: str | None
+    image_url: str

@@ -1,0 +1,218 @@
+"""The event store: exposures, feedback and judgments in SQLite (WAL) or PostgreSQL.
+
+Guarantees the API builds on:
+
+* **Committed before acknowledged.** Each write is one transaction that has committed when the call
+  returns; the API answers only after that, so an acknowledged exposure or feedback survives a
+  SIGKILL of the server (SQLite in WAL mode is durable against a process crash).
+* **Idempotent feedback.** The client's idempotency key is unique in the table: a retry with the
+  same key and body returns the stored row (``duplicate=True``); the same key with another body is
+  a conflict.
+* **Down means 503, nothing half-written.** Any failure to reach or write the database raises
+  :class:`StoreUnavailable`; the transaction is rolled back, so there is never a partial row.
+
+Migrations are alembic's (``serving/migrations``); :meth:`EventStore.migrate` runs them to head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from serving.tables import exposures, feedback, judgments
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+EVENTS = ("click", "like", "skip")
+
+
+class StoreUnavailable(RuntimeError):
+    """The database cannot be reached or written right now; nothing was written."""
+
+
+class UnknownRequest(KeyError):
+    pass
+
+
+class FeedbackConflict(ValueError):
+    """An idempotency key reused with a different body."""
+
+
+@dataclass
+class FeedbackRow:
+    id: int
+    request_id: str
+    image_index: int
+    event: str
+    duplicate: bool
+    arm: str
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")  # durable against a process crash in WAL mode
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=2000")
+    cur.close()
+
+
+class EventStore:
+    def __init__(self, url: str, *, connect_timeout_s: float = 3.0):
+        self.url = sa.engine.make_url(url)
+        if self.url.get_backend_name() == "sqlite":
+            if self.url.database and self.url.database != ":memory:":
+                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(self.url, connect_args={"timeout": connect_timeout_s})
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            args = {"connect_timeout": int(max(1, connect_timeout_s))} if self.url.get_backend_name() == "postgresql" \
+                else {}
+            self.engine = sa.create_engine(self.url, pool_pre_ping=True, connect_args=args)
+
+    @property
+    def backend(self) -> str:
+        return self.url.get_backend_name()
+
+    def _run(self, fn):
+        """Run ``fn(conn)`` in one transaction; connection and operational failures become
+        :class:`StoreUnavailable` after the rollback."""
+        try:
+            with self.engine.begin() as conn:
+                return fn(conn)
+        except IntegrityError:
+            raise
+        except (OperationalError, DBAPIError) as e:
+            raise StoreUnavailable(f"event store unavailable ({self.backend}): {str(e.orig or e).strip()}") from e
+
+    def migrate(self) -> str:
+        """Upgrade to the newest migration; returns the revision now in the database."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
+        except (OperationalError, DBAPIError) as e:
+            raise StoreUnavailable(f"cannot migrate the event store ({self.backend}): {e.orig or e}") from e
+
+    def ping(self) -> bool:
+        try:
+            self._run(lambda c: c.execute(sa.text("SELECT 1")).scalar_one())
+            return True
+        except StoreUnavailable:
+            return False
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def record_exposure(self, *, request_id: str, experiment: str, arm: str, user_id: str,
+                        reference_item_id: str | None, reference_source: str, method: str, n: int, seed: int,
+                        chosen: int, fallback: str | None, payload: dict) -> None:
+        row = dict(request_id=request_id, created_at=_now(), experiment=experiment, arm=arm, user_id=user_id,
+                   reference_item_id=reference_item_id, reference_source=reference_source, method=method, n=n,
+                   seed=seed, chosen=chosen, fallback=fallback, payload=payload)
+        self._run(lambda c: c.execute(exposures.insert().values(**row)))
+
+    def record_feedback(self, *, idempotency_key: str, request_id: str, image_index: int, event: str) -> FeedbackRow:
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}: one of {', '.join(EVENTS)}")
+
+        def tx(c):
+            q = sa.select(exposures.c.n, exposures.c.arm).where(exposures.c.request_id == request_id)
+            exp = c.execute(q).first()
+            if exp is None:
+                raise UnknownRequest(f"unknown request id {request_id!r}")
+            if not 0 <= image_index < exp.n:
+                raise ValueError(f"image_index {image_index} out of range: request {request_id} has {exp.n} images")
+            old = c.execute(sa.select(feedback).where(feedback.c.idempotency_key == idempotency_key)).first()
+            if old is not None:
+                return old, True, exp.arm
+            res = c.execute(feedback.insert().values(idempotency_key=idempotency_key, request_id=request_id,
+                                                     image_index=image_index, event=event, created_at=_now()))
+            new = c.execute(sa.select(feedback).where(feedback.c.id == res.inserted_primary_key[0])).first()
+            return new, False, exp.arm
+
+        try:
+            row, dup, arm = self._run(tx)
+        except IntegrityError:  # a concurrent retry with the same key won the insert
+            row, dup, arm = self._run(tx)
+        if dup and (row.request_id, row.image_index, row.event) != (request_id, image_index, event):
+            raise FeedbackConflict(f"idempotency key {idempotency_key!r} was used for another feedback "
+                                   f"({row.request_id}, image {row.image_index}, {row.event})")
+        return FeedbackRow(row.id, row.request_id, row.image_index, row.event, dup, arm)
+
+    def record_judgment(self, *, idempotency_key: str, request_a: str, request_b: str, preference_choice: str,
+                        identity_choice: str, rater: str | None = None) -> tuple[int, bool]:
+        for ch in (preference_choice, identity_choice):
+            if ch not in ("a", "b"):
+                raise ValueError(f"a choice is 'a' or 'b', got {ch!r}")
+
+        def tx(c):
+            for r in (request_a, request_b):
+                if c.execute(sa.select(exposures.c.request_id).where(exposures.c.request_id == r)).first() is None:
+                    raise UnknownRequest(f"unknown request id {r!r}")
+            old = c.execute(sa.select(judgments.c.id).where(judgments.c.idempotency_key == idempotency_key)).first()
+            if old is not None:
+                return old.id, True
+            res = c.execute(judgments.insert().values(
+                idempotency_key=idempotency_key, request_a=request_a, request_b=request_b,
+                preference_choice=preference_choice, identity_choice=identity_choice, rater=rater, created_at=_now()))
+            return res.inserted_primary_key[0], False
+
+        return self._run(tx)
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def exposure(self, request_id: str) -> dict:
+        row = self._run(lambda c: c.execute(sa.select(exposures).where(exposures.c.request_id == request_id)).first())
+        if row is None:
+            raise UnknownRequest(f"unknown request id {request_id!r}")
+        return dict(row._mapping)
+
+    def _frame(self, query, schema: dict) -> pl.DataFrame:
+        rows = self._run(lambda c: [dict(r._mapping) for r in c.execute(query)])
+        return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+
+    def exposures_frame(self, experiment: str | None = None) -> pl.DataFrame:
+        cols = [exposures.c.request_id, exposures.c.created_at, exposures.c.experiment, exposures.c.arm,
+                exposures.c.user_id, exposures.c.reference_item_id, exposures.c.method, exposures.c.n,
+                exposures.c.seed, exposures.c.chosen]
+        q = sa.select(*cols).order_by(exposures.c.created_at, exposures.c.request_id)
+        if experiment is not None:
+            q = q.where(exposures.c.experiment == experiment)
+        schema = {"request_id": pl.Utf8, "created_at": pl.Datetime("us", "UTC"), "experiment": pl.Utf8,
+                  "arm": pl.Utf8, "user_id": pl.Utf8, "reference_item_id": pl.Utf8, "method": pl.Utf8,
+                  "n": pl.Int64, "seed": pl.Int64, "chosen": pl.Int64}
+        return self._frame(q, schema)
+
+    def feedback_frame(self) -> pl.DataFrame:
+        q = sa.select(feedback.c.id, feedback.c.idempotency_key, feedback.c.request_id, feedback.c.image_index,
+                      feedback.c.event).order_by(feedback.c.id)
+        schema = {"id": pl.Int64, "idempotency_key": pl.Utf8, "request_id": pl.Utf8, "image_index": pl.Int64,
+                  "event": pl.Utf8}
+        return self._frame(q, schema)
+
+    def judgments_frame(self) -> pl.DataFrame:
+        q = sa.select(judgments.c.id, judgments.c.request_a, judgments.c.request_b, judgments.c.preference_choice,
+                      judgments.c.identity_choice, judgments.c.rater).order_by(judgments.c.id)
+        schema = {"id": pl.Int64, "request_a": pl.Utf8, "request_b": pl.Utf8, "preference_choice": pl.Utf8,
+                  "identity_choice": pl.Utf8, "rater": pl.Utf8}
+        return self._frame(q, schema)
+
+    def payloads(self, request_ids: list[str]) -> dict[str, dict]:
+        q = sa.select(exposures.c.request_id, exposures.c.payload).where(exposures.c.request_id.in_(request_ids))
+        return self._run(lambda c: {r.request_id: r.payload for r in c.execute(q)})
+
+    def dispose(self) -> None:
+        self.engine.dispose()
