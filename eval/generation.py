@@ -84,6 +84,17 @@ def _true_parts(world: World, item_ids: list[str]) -> np.ndarray:
     return out
 
 
+def expected_utility(world: World, read: dict[str, np.ndarray], user_ids, categories) -> np.ndarray:
+    """The oracle utility of read images for these users, in expectation over the reader's style
+    probabilities (a hard argmax would make a half-right image score like a wrong one)."""
+    o = world.oracle
+    u = user_index(np.asarray(user_ids))
+    c = o.category_index(np.asarray(categories))
+    return (np.einsum("bp,bp->b", read["palette_prob"], o.palette[u, c])
+            + np.einsum("bp,bp->b", read["pattern_prob"], o.pattern[u, c])
+            + np.einsum("bp,bp->b", read["finish_prob"], o.finish[u, c]))
+
+
 def world_metrics(world: World, reader: AttributeReader, requests: pl.DataFrame, images: np.ndarray,
                   identity: np.ndarray, fit: np.ndarray) -> dict[str, np.ndarray]:
     """Oracle preference fit and identity kept of ``images`` answering ``requests`` (module doc)."""
@@ -91,9 +102,7 @@ def world_metrics(world: World, reader: AttributeReader, requests: pl.DataFrame,
     read = read_images(reader, images)
     u = user_index(requests["user_id"].to_numpy())
     c = o.category_index(requests["category"].to_numpy())
-    util = (np.einsum("bp,bp->b", read["palette_prob"], o.palette[u, c])
-            + np.einsum("bp,bp->b", read["pattern_prob"], o.pattern[u, c])
-            + np.einsum("bp,bp->b", read["finish_prob"], o.finish[u, c]))
+    util = expected_utility(world, read, requests["user_id"].to_numpy(), requests["category"].to_numpy())
     ideal_pal = o.palette[u, c].argmax(-1)
     parts = _true_parts(world, requests["reference_item_id"].to_list())
     used = parts >= 0

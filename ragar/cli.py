@@ -8,17 +8,14 @@ message that names the problem; nothing is half-written.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
+from ragar.cli_output import console, err, fail, print_table
 from ragar.config import ConfigError, RagarConfig, load_config
 
 app = typer.Typer(help="RAGAR: recommendation-guided personalized image generation.",
@@ -32,17 +29,15 @@ app.add_typer(world_app, name="world")
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
 
-console = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+from serving.cli import ab_app, eval_alignment, serve_cmd  # noqa: E402 (the composition root wires serving in)
+
+app.add_typer(ab_app, name="ab")
+app.command("serve")(serve_cmd)
+eval_app.command("alignment")(eval_alignment)
 
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="named config (configs/<name>.yaml) "
                                                "or a YAML path, layered over configs/defaults.yaml")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set world.seed=3")]
-
-
-def fail(msg: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-    return typer.Exit(2)
 
 
 def get_config(name: str | None, sets: list[str] | None) -> RagarConfig:
@@ -50,18 +45,6 @@ def get_config(name: str | None, sets: list[str] | None) -> RagarConfig:
         return load_config(name, sets or [])
     except ConfigError as e:
         raise fail(str(e)) from None
-
-
-def print_table(rows: list[dict], title: str | None = None) -> None:
-    if not rows:
-        console.print(f"{title}: (no rows)")
-        return
-    t = Table(title=title)
-    for c in rows[0]:
-        t.add_column(escape(str(c)), justify="left" if c == next(iter(rows[0])) else "right")
-    for r in rows:
-        t.add_row(*(f"{v:.4g}" if isinstance(v, float) else escape(str(v)) for v in r.values()))
-    console.print(t)
 
 
 # --- world ------------------------------------------------------------------------------------

@@ -60,6 +60,11 @@ def models_layout(models: Path | None) -> tuple[Path | None, Path | None]:
     return generator, rankers
 
 
+def image_path(images_dir: Path, request_id: str, index: int) -> Path:
+    """Where candidate ``index`` of a request is kept (two-level fan-out keeps directories small)."""
+    return Path(images_dir) / request_id[:2] / request_id / f"{index}.png"
+
+
 class Service:
     def __init__(self, settings: ServingSettings, personalizer: Personalizer, store: EventStore,
                  experiments: ExperimentsFile, items: pl.DataFrame, data_root: Path | None = None):
@@ -131,7 +136,7 @@ class Service:
         return random.SystemRandom().randrange(0, 2**31 - 1)
 
     def image_path(self, request_id: str, index: int) -> Path:
-        return self.images_dir / request_id[:2] / request_id / f"{index}.png"
+        return image_path(self.images_dir, request_id, index)
 
     def save_images(self, request_id: str, result: PersonalizedResult) -> list[bytes]:
         out = []

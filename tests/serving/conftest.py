@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import polars as pl
@@ -22,11 +21,6 @@ experiments:
         settings: {method: ragar}
     allowlist: {qa-user: ragar}
 """
-
-
-def postgres_url() -> str | None:
-    """The PostgreSQL the tests may use (``RAGAR_TEST_POSTGRES_URL``; `.ci/run` starts one)."""
-    return os.environ.get("RAGAR_TEST_POSTGRES_URL")
 
 
 @pytest.fixture

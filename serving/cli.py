@@ -1,0 +1,288 @@
+"""``ragar serve``, ``ragar ab report|simulate`` and ``ragar eval alignment`` (registered by ragar.cli)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ragar.cli_output import console, fail, print_table
+
+ab_app = typer.Typer(help="A/B experiments: analysis and simulation.", no_args_is_help=True)
+
+DbOpt = Annotated[str | None, typer.Option("--db", help="event store URL (sqlite:///path or postgresql+psycopg://...); "
+                                           "default $RAGAR_DB_URL or sqlite:///runs/serve/events.db")]
+ExperimentsOpt = Annotated[Path | None, typer.Option("--experiments", help="experiments YAML")]
+
+
+def _settings(**kw):
+    from pydantic import ValidationError
+
+    from serving.settings import ServingSettings
+
+    try:
+        return ServingSettings(**{k: v for k, v in kw.items() if v is not None})
+    except ValidationError as e:
+        raise fail("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
+
+
+def _experiments(path: Path | None):
+    from serving.experiments import ExperimentsError, load_experiments
+
+    try:
+        return load_experiments(path)
+    except ExperimentsError as e:
+        raise fail(str(e)) from None
+
+
+def _find_experiment(exps, name: str):
+    for e in exps.experiments:
+        if e.name == name:
+            return e
+    raise fail(f"unknown experiment {name!r}; defined: {', '.join(e.name for e in exps.experiments)}")
+
+
+def serve_cmd(
+    models: Annotated[Path | None, typer.Option(help="directory with rankers/ (and optionally generator/)")] = None,
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="dataset directory (catalog and log)")] = None,
+    db: DbOpt = None,
+    experiments: ExperimentsOpt = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", help="ragar config name or YAML path")] = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_batch_size: int | None = None,
+    max_wait_ms: float | None = None,
+    queue_size: int | None = None,
+    num_inference_steps: int | None = None,
+    images_dir: Path | None = None,
+) -> None:
+    """Serve the generation API (flags override RAGAR_* environment settings)."""
+    from serving.server import serve
+
+    settings = _settings(models=models, data=data, db_url=db, experiments=experiments, config=config,
+                         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, queue_size=queue_size,
+                         num_inference_steps=num_inference_steps, images_dir=images_dir)
+    if settings.data is None:
+        raise fail("no dataset: pass --data or set RAGAR_DATA")
+    _experiments(settings.experiments)  # fail fast, with the key and the file, before loading models
+    serve(settings, host, port)
+
+
+@ab_app.command("report")
+def ab_report(
+    experiment: Annotated[str, typer.Option(help="experiment name")],
+    experiments: ExperimentsOpt = None,
+    db: DbOpt = None,
+    control: Annotated[str | None, typer.Option(help="control arm (default: the first)")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/ab"),
+) -> dict:
+    """Per arm: exposures, click and like rates, lifts with 95% CIs, z-test p-values, SRM check."""
+    from serving.analysis import experiment_report
+    from serving.store import EventStore, StoreUnavailable
+
+    settings = _settings(db_url=db)
+    exp = _find_experiment(_experiments(experiments), experiment)
+    try:
+        store = EventStore(settings.db_url)
+        rep = experiment_report(exp, store.exposures_frame(exp.name), store.feedback_frame(), control)
+    except StoreUnavailable as e:
+        raise fail(str(e)) from None
+    except KeyError as e:
+        raise fail(str(e).strip("'\"")) from None
+    write_ab_report(rep, exp, out)
+    return rep
+
+
+def write_ab_report(rep: dict, exp, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from statsmodels.stats.proportion import proportion_confint
+
+    from eval.report import HtmlReport, write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(rep, out / "report.json")
+    rows = []
+    for a in rep["arms"]:
+        row = {"arm": a["arm"], "exposures": a["exposures"], "click_rate": a["click_rate"], "like_rate": a["like_rate"]}
+        for what in ("click", "like"):
+            lo_hi = a.get(f"{what}_lift_abs_ci95")
+            row[f"{what}_lift"] = a.get(f"{what}_lift_abs")
+            row[f"{what}_lift_ci95"] = f"[{lo_hi[0]:+.3f}, {lo_hi[1]:+.3f}]" if lo_hi else ""
+            row[f"{what}_p"] = a.get(f"{what}_p_value")
+        rows.append(row)
+    print_table(rows, f"experiment {rep['experiment']} (control: {rep['control']}; lifts are absolute, vs control)")
+    srm = "SAMPLE RATIO MISMATCH" if rep["srm_detected"] else "no sample ratio mismatch"
+    console.print(f"{srm}: chi2 {rep['srm_chi2']}, p {rep['srm_p_value']} over {rep['total_exposures']} exposures")
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    names = [a["arm"] for a in rep["arms"]]
+    for ax, what in zip(axes, ("click", "like"), strict=True):
+        rates, errs = [], [[], []]
+        for a in rep["arms"]:
+            n, k = a["exposures"], a[f"{what}s"]
+            p = k / n if n else 0.0
+            lo, hi = proportion_confint(k, n, method="wilson") if n else (0.0, 0.0)
+            rates.append(p)
+            errs[0].append(p - lo)
+            errs[1].append(hi - p)
+        ax.bar(names, rates, yerr=errs, capsize=6, color=["#999"] + ["#47c"] * (len(names) - 1))
+        ax.set_title(f"{what} rate per exposure (95% Wilson CI)")
+        ax.set_ylim(0, max(0.05, max(r + e for r, e in zip(rates, errs[1], strict=True)) * 1.2))
+    fig.tight_layout()
+    rep_html = HtmlReport(f"Experiment {rep['experiment']}")
+    rep_html.paragraph(exp.description or "")
+    rep_html.paragraph(f"Arms and shares: {', '.join(f'{a.name} {a.share:g}' for a in exp.arms)}; salt {exp.salt!r}. "
+                       "Unit: the exposure (one served request); a click (like) is any click (like) on its images. "
+                       "Absolute lift: Wald 95% CI; relative lift: log-ratio 95% CI; p: two-proportion z-test.")
+    rep_html.table(rows, caption=f"control: {rep['control']}")
+    rep_html.paragraph(f"{srm}: chi-square {rep['srm_chi2']}, p = {rep['srm_p_value']} "
+                       f"(flagged below p = 0.001).")
+    rep_html.figure(fig, "rates per arm")
+    path = rep_html.write(out / "report.html")
+    console.print(f"report: {path}")
+
+
+@ab_app.command("simulate")
+def ab_simulate(
+    experiment: Annotated[str, typer.Option(help="experiment name (must be in --experiments)")],
+    experiments: ExperimentsOpt = Path("configs/experiments.yaml"),
+    users: Annotated[int, typer.Option(help="simulated users (one request each)")] = 200,
+    data: Annotated[Path, typer.Option("--data", "-d", help="a world directory")] = Path("runs/demo/world"),
+    models: Annotated[Path | None, typer.Option(help="models directory for the server")] = Path("runs/demo"),
+    config: Annotated[str, typer.Option("--config", "-c")] = "demo",
+    concurrency: int = 8,
+    num_inference_steps: int | None = None,
+    seed: int = 0,
+    reader: Annotated[Path | None, typer.Option(help="attribute reader (default: the shipped one)")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/ab-sim"),
+) -> dict:
+    """Start the server on loopback, let the world's users request and react by their oracle
+    utility, then write the experiment report."""
+    import httpx
+
+    from ragar.generation.loading import DEMO_ATTRIBUTE_READER
+    from recsys.world.attributes import AttributeReader
+    from recsys.world.oracle import World
+    from serving.server import free_port, wait_ready
+    from serving.simulate import simulate
+
+    exps = _experiments(experiments)
+    exp = _find_experiment(exps, experiment)
+    if not exp.active:
+        raise fail(f"experiment {experiment!r} is not active in {experiments}")
+    if not (data / "world.json").exists():
+        raise fail(f"{data} is not a world directory: the simulation needs the world's users and oracle")
+    out.mkdir(parents=True, exist_ok=True)
+    db = out / "events.db"
+    for f in out.glob("events.db*"):
+        f.unlink()
+    port = free_port()
+    cmd = [sys.executable, "-m", "ragar.cli", "serve", "--data", str(data), "--db", f"sqlite:///{db}",
+           "--experiments", str(experiments), "--config", config, "--port", str(port),
+           "--images-dir", str(out / "images")]
+    if models is not None:
+        cmd += ["--models", str(models)]
+    if num_inference_steps is not None:
+        cmd += ["--num-inference-steps", str(num_inference_steps)]
+    log = open(out / "server.log", "w")  # noqa: SIM115 (kept open for the server's lifetime)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_ready(url, timeout_s=600)
+        except TimeoutError as e:
+            raise fail(f"{e}; server log: {out / 'server.log'}") from None
+        rows = simulate(url, World(data), AttributeReader.from_pretrained(reader or DEMO_ATTRIBUTE_READER), users,
+                        seed=seed, concurrency=concurrency)
+        rows.write_parquet(out / "simulated.parquet")
+        rep = httpx.get(f"{url}/v1/experiments/{experiment}/report", timeout=60).json()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    failed = rows.filter(rows["status"] != 200).height
+    if failed:
+        console.print(f"[yellow]{failed} simulated requests failed (see {out / 'server.log'})[/]")
+    util = rows.group_by("arm").agg(rows["utility"].mean().alias("mean_oracle_utility")).sort("arm")
+    print_table(util.to_dicts(), "mean oracle utility of the chosen image per arm")
+    rep["oracle_utility"] = util.to_dicts()
+    write_ab_report(rep, exp, out)
+    return rep
+
+
+def eval_alignment(
+    db: DbOpt = None,
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="dataset (for reference images; a world "
+                                              "adds the oracle utility as a score)")] = None,
+    images_dir: Annotated[Path | None, typer.Option(help="the service's images dir")] = None,
+    pairs_out: Annotated[Path | None, typer.Option(help="also write the identity judgments as a CLPIPS "
+                                                   "ranked-pairs CSV (read by `ragar eval clpips --pairs`)")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/alignment"),
+) -> list[dict]:
+    """Agreement of each automatic metric with people's judgments: pairwise accuracy, Kendall's tau."""
+    import polars as pl
+
+    from eval.report import write_json
+    from serving.alignment import alignment_table, export_ranked_pairs, judgment_scores
+    from serving.store import EventStore, StoreUnavailable
+
+    settings = _settings(db_url=db, images_dir=images_dir)
+    store = EventStore(settings.db_url)
+    try:
+        base = judgment_scores(store)
+        if base.height == 0:
+            raise fail("no judgments in the store yet (rate pairs on the try-it page's Rate tab)")
+        extra, extra_names = {}, ()
+        if data is not None and (data / "world.json").exists():
+            extra = {"oracle_utility": _oracle_utilities(store, base, data, Path(settings.images_dir))}
+            extra_names = ("oracle_utility",)
+        scores = judgment_scores(store, extra)
+        rows = alignment_table(scores, extra_names)
+        if pairs_out is not None:
+            if data is None:
+                raise fail("--pairs-out needs --data (the reference images)")
+            items = pl.read_parquet(data / "items.parquet")
+            refs = {i: str(data / p) for i, p in zip(items["item_id"], items["image"], strict=True)}
+            n = export_ranked_pairs(store, Path(settings.images_dir), refs, pairs_out)
+            console.print(f"{n} ranked pairs written to {pairs_out}")
+    except StoreUnavailable as e:
+        raise fail(str(e)) from None
+    print_table(rows, f"agreement with {base.height} human judgments")
+    write_json({"judgments": base.height, "rows": rows}, out / "alignment.json")
+    return rows
+
+
+def _oracle_utilities(store, judgments, data: Path, images_dir: Path) -> dict[str, float]:
+    """The world's oracle utility of each judged image, for the user and the reference's category."""
+    import numpy as np
+    import polars as pl
+    from PIL import Image
+
+    from eval.generation import expected_utility, read_images
+    from ragar.generation.loading import DEMO_ATTRIBUTE_READER
+    from recsys.world.attributes import AttributeReader
+    from recsys.world.oracle import World
+    from serving.service import image_path
+
+    world = World(data)
+    ids = sorted(set(judgments["request_a"]) | set(judgments["request_b"]))
+    ex = store.exposures_frame().filter(pl.col("request_id").is_in(ids))
+    cat = dict(zip(world.items["item_id"], world.items["category"], strict=True))
+    ex = ex.filter(pl.col("reference_item_id").is_in(list(cat)))
+    if ex.height == 0:
+        return {}
+    imgs = np.stack([np.asarray(Image.open(image_path(images_dir, r, 0)).convert("RGB")) for r in ex["request_id"]])
+    read = read_images(AttributeReader.from_pretrained(DEMO_ATTRIBUTE_READER), imgs)
+    util = expected_utility(world, read, ex["user_id"].to_list(), [cat[i] for i in ex["reference_item_id"]])
+    return dict(zip(ex["request_id"], util.tolist(), strict=True))

@@ -1,0 +1,111 @@
+"""The event store on SQLite and on PostgreSQL: the same tests, both databases."""
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from serving.store import EventStore, FeedbackConflict, StoreUnavailable, UnknownRequest
+from tests.serving.helpers import postgres_url
+
+
+def _fresh_pg() -> str:
+    """A new empty database on the test server, so tests do not see each other's rows."""
+    base = sa.engine.make_url(postgres_url())
+    name = f"ragar_{uuid.uuid4().hex[:12]}"
+    eng = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    eng.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    url = f"sqlite:///{tmp_path / 'ev.db'}" if request.param == "sqlite" else _fresh_pg()
+    s = EventStore(url)
+    assert s.migrate() == "0002"
+    yield s
+    s.dispose()
+
+
+def _expose(store, rid="r1", n=2, arm="a"):
+    store.record_exposure(request_id=rid, experiment="e", arm=arm, user_id="u1", reference_item_id="i1",
+                          reference_source="catalog", method="ragar", n=n, seed=7, chosen=1, fallback=None,
+                          payload={"candidates": [{"identity": 0.5}] * n})
+
+
+def test_migrations_are_idempotent_and_match_the_tables(store):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from serving.tables import metadata
+
+    assert store.migrate() == "0002"  # running again changes nothing
+    with store.engine.connect() as c:
+        diff = compare_metadata(MigrationContext.configure(c), metadata)
+    assert diff == []
+
+
+def test_exposure_and_idempotent_feedback(store):
+    _expose(store)
+    e = store.exposure("r1")
+    assert (e["arm"], e["n"], e["seed"], e["payload"]["candidates"][0]["identity"]) == ("a", 2, 7, 0.5)
+    f1 = store.record_feedback(idempotency_key="k-000001", request_id="r1", image_index=1, event="click")
+    f2 = store.record_feedback(idempotency_key="k-000001", request_id="r1", image_index=1, event="click")
+    assert not f1.duplicate and f2.duplicate and f1.id == f2.id and f1.arm == "a"
+    assert store.feedback_frame().height == 1
+    with pytest.raises(FeedbackConflict):
+        store.record_feedback(idempotency_key="k-000001", request_id="r1", image_index=0, event="like")
+    with pytest.raises(UnknownRequest):
+        store.record_feedback(idempotency_key="k-000002", request_id="nope", image_index=0, event="click")
+    with pytest.raises(ValueError, match="out of range"):
+        store.record_feedback(idempotency_key="k-000003", request_id="r1", image_index=2, event="click")
+    with pytest.raises(ValueError, match="unknown event"):
+        store.record_feedback(idempotency_key="k-000004", request_id="r1", image_index=0, event="purchase")
+    assert store.feedback_frame().height == 1
+
+
+def test_duplicate_exposure_id_is_refused_and_nothing_changes(store):
+    _expose(store)
+    with pytest.raises(sa.exc.IntegrityError):
+        _expose(store, arm="b")
+    assert store.exposures_frame()["arm"].to_list() == ["a"]
+
+
+def test_judgments(store):
+    _expose(store, "r1")
+    _expose(store, "r2")
+    jid, dup = store.record_judgment(idempotency_key="j-000001", request_a="r1", request_b="r2",
+                                     preference_choice="a", identity_choice="b")
+    assert not dup and store.record_judgment(idempotency_key="j-000001", request_a="r1", request_b="r2",
+                                             preference_choice="a", identity_choice="b") == (jid, True)
+    with pytest.raises(UnknownRequest):
+        store.record_judgment(idempotency_key="j-000002", request_a="r1", request_b="zz", preference_choice="a",
+                              identity_choice="a")
+    assert store.judgments_frame()["identity_choice"].to_list() == ["b"]
+
+
+def test_unreachable_database_is_store_unavailable():
+    down = EventStore("postgresql+psycopg://nobody:x@127.0.0.1:1/none", connect_timeout_s=1)
+    assert not down.ping()
+    with pytest.raises(StoreUnavailable, match="unavailable"):
+        _expose(down)
+
+
+def test_locked_sqlite_is_unavailable_and_writes_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ev.db'}"
+    s = EventStore(url, connect_timeout_s=0.2)
+    s.migrate()
+    _expose(s, "r0")
+    blocker = sa.create_engine(url).connect()
+    blocker.exec_driver_sql("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreUnavailable, match="locked"):
+            _expose(s, "r1")
+    finally:
+        blocker.exec_driver_sql("ROLLBACK")
+        blocker.close()
+    assert s.exposures_frame()["request_id"].to_list() == ["r0"]
+    _expose(s, "r1")  # and it recovers
+    assert s.exposures_frame().height == 2
