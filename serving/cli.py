@@ -167,6 +167,7 @@ def ab_simulate(
     """Start the server on loopback, let the world's users request and react by their oracle
     utility, then write the experiment report."""
     import httpx
+    import polars as pl
 
     from ragar.generation.loading import DEMO_ATTRIBUTE_READER
     from recsys.world.attributes import AttributeReader
@@ -214,7 +215,8 @@ def ab_simulate(
     failed = rows.filter(rows["status"] != 200).height
     if failed:
         console.print(f"[yellow]{failed} simulated requests failed (see {out / 'server.log'})[/]")
-    util = rows.group_by("arm").agg(rows["utility"].mean().alias("mean_oracle_utility")).sort("arm")
+    util = rows.group_by("arm").agg(pl.col("utility").mean().alias("mean_oracle_utility"),
+                                    pl.len().alias("requests")).sort("arm")
     print_table(util.to_dicts(), "mean oracle utility of the chosen image per arm")
     rep["oracle_utility"] = util.to_dicts()
     write_ab_report(rep, exp, out)

@@ -30,7 +30,7 @@ def test_salt_reshuffles_and_allowlist_forces():
 
 
 def test_invalid_definitions_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="sum to 0.9"):
+    with pytest.raises(ValueError, match=r"sum to 0\.9"):
         Experiment(name="e", salt="s", arms=[Arm(name="a", share=0.4), Arm(name="b", share=0.5)])
     with pytest.raises(ValueError, match="unknown arms"):
         _exp(allowlist={"u": "zzz"})
