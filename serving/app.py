@@ -31,6 +31,7 @@ from serving.schemas import (
     CandidateOut,
     CompareRequest,
     CompareResponse,
+    ErrorOut,
     ExperimentOut,
     ExperimentReport,
     FeedbackRequest,
@@ -51,8 +52,9 @@ from serving.store import FeedbackConflict, StoreUnavailable, UnknownRequest
 
 STATIC = Path(__file__).resolve().parent / "static"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-ERRORS = {400: {"description": "bad input"}, 404: {"description": "unknown id"},
-          503: {"description": "event store down or service not ready"}}
+ERRORS = {400: {"description": "bad input", "model": ErrorOut}, 404: {"description": "unknown id", "model": ErrorOut},
+          503: {"description": "event store down or service not ready", "model": ErrorOut}}
+ERR = {"model": ErrorOut}
 
 
 def get_service(request: Request) -> Service:
@@ -203,7 +205,7 @@ def create_app(settings: ServingSettings | None = None, service: Service | None 
         """The process is up (says nothing about models or the database)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], responses={503: {"description": "not ready"}})
+    @app.get("/readyz", tags=["ops"], responses={503: {"description": "not ready", **ERR}})
     async def readyz(request: Request) -> dict[str, str]:
         """200 once the models are loaded and the event store answers."""
         svc = getattr(request.app.state, "service", None)
@@ -220,8 +222,8 @@ def create_app(settings: ServingSettings | None = None, service: Service | None 
         return Response(body, media_type="text/plain; version=0.0.4")
 
     @app.post("/v1/generate", response_model=GenerateResponse, tags=["generation"],
-              responses={**ERRORS, 413: {"description": "upload too large"}, 429: {"description": "queue full"},
-                         504: {"description": "timed out"}})
+              responses={**ERRORS, 413: {"description": "upload too large", **ERR},
+                         429: {"description": "queue full", **ERR}, 504: {"description": "timed out", **ERR}})
     async def generate(body: GenerateRequest, request: Request,
                        svc: Service = Depends(get_service)) -> GenerateResponse:
         """N candidates for one user and reference, best first by the arm's trade-off; the exposure
@@ -229,15 +231,17 @@ def create_app(settings: ServingSettings | None = None, service: Service | None 
         arm = svc.experiment.assign(body.user_id)
         request.state.arm = arm.name
         key = svc.batch_key(arm, body.n)
-        if key.n > svc.max_n:
-            raise HTTPException(422, f"n={key.n} is above the cap of {svc.max_n} candidates per request")
+        if key.n > svc.max_n:  # the same shape as FastAPI's own validation errors
+            raise HTTPException(422, [{"type": "less_than_equal", "loc": ["body", "n"], "input": key.n,
+                                       "ctx": {"le": svc.max_n},
+                                       "msg": f"n={key.n} is above the cap of {svc.max_n} candidates per request"}])
         pixels = await _decode_reference(svc, body)
         job = Job(body.user_id, body.reference_item_id, pixels, svc.new_seed() if body.seed is None else body.seed)
         return await _generate_one(request, svc, user_id=body.user_id, arm_name=arm.name, key=key, job=job,
                                    base64_images=body.response_format == "base64")
 
     @app.post("/v1/compare", response_model=CompareResponse, tags=["judgments"],
-              responses={**ERRORS, 429: {"description": "queue full"}})
+              responses={**ERRORS, 429: {"description": "queue full", **ERR}})
     async def compare(body: CompareRequest, request: Request, svc: Service = Depends(get_service)) -> CompareResponse:
         """Two methods, same seed, one candidate each, in random order: the rating view's pair."""
         if body.reference_item_id not in svc.item_ids:
@@ -256,7 +260,7 @@ def create_app(settings: ServingSettings | None = None, service: Service | None 
         return CompareResponse(a=outs[0], b=outs[1])
 
     @app.get("/v1/images/{request_id}/{index}.png", tags=["generation"], response_class=FileResponse,
-             responses={404: {"description": "unknown image"}})
+             responses={404: {"description": "unknown image", **ERR}})
     async def image(request_id: str, index: int, svc: Service = Depends(get_service)):
         if not UUID_RE.match(request_id) or index < 0:
             raise HTTPException(404, "unknown image")
@@ -273,7 +277,8 @@ def create_app(settings: ServingSettings | None = None, service: Service | None 
         return [ItemOut(item_id=i, category=c, title=t, image_url=f"/v1/items/{i}/image")
                 for i, c, t in zip(df["item_id"][:limit], df["category"][:limit], list(titles)[:limit], strict=True)]
 
-    @app.get("/v1/items/{item_id}/image", tags=["catalog"], response_class=FileResponse, responses={404: {}})
+    @app.get("/v1/items/{item_id}/image", tags=["catalog"], response_class=FileResponse,
+             responses={404: {"description": "unknown item", **ERR}})
     async def item_image(item_id: str, svc: Service = Depends(get_service)):
         path = svc.item_image(item_id)
         if path is None or not path.is_file():
@@ -309,7 +314,7 @@ def create_app(settings: ServingSettings | None = None, service: Service | None 
                                 image_url=f"/v1/items/{h.item_id}/image") for h in weights[0][:top]])
 
     @app.post("/v1/feedback", response_model=FeedbackResponse, tags=["feedback"],
-              responses={**ERRORS, 409: {"description": "idempotency key reused with another body"}})
+              responses={**ERRORS, 409: {"description": "idempotency key reused with another body", **ERR}})
     async def post_feedback(body: FeedbackRequest, request: Request,
                             svc: Service = Depends(get_service)) -> FeedbackResponse:
         """Idempotent: the same key and body again returns the stored row with duplicate=true."""
@@ -363,7 +368,7 @@ def create_app(settings: ServingSettings | None = None, service: Service | None 
         return ExperimentReport(**experiment_report(exp, ex, fb))
 
     @app.get("/v1/experiments/{name}/assignments/{user_id}", response_model=AssignmentOut, tags=["experiments"],
-             responses={404: {}})
+             responses={404: {"description": "unknown experiment", **ERR}})
     async def assignment(name: str, user_id: str, svc: Service = Depends(get_service)) -> AssignmentOut:
         exp = _experiment(svc, name)
         return AssignmentOut(experiment=name, user_id=user_id, arm=exp.assign(user_id).name,

@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 Method = Literal["ragar", "uniform", "recency", "reference-only"]
 
 
+class ErrorOut(BaseModel):
+    detail: str = Field(description="what was wrong, in words")
+
+
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_id: str = Field(min_length=1, max_length=256)

@@ -1,0 +1,68 @@
+"""The try-it page end to end in headless Chromium (Debian's), driven by Playwright."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.serving.helpers import chromium
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "runs" / "screenshots"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def browser():
+    exe = chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+def test_try_it_page_generates_shows_weights_and_sends_feedback(live, browser):
+    with live() as (url, svc):
+        page = browser.new_page(viewport={"width": 1200, "height": 1100})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        page.wait_for_function("document.getElementById('status').textContent === 'ready'")
+        user = svc.users["user_id"][0]
+        page.select_option("#user", user)
+        page.fill("#n", "3")
+        page.click("#generate")
+        page.wait_for_selector(".candidate", timeout=60_000)
+        assert page.locator(".candidate").count() == 3
+        assert page.locator(".candidate.chosen").count() == 1
+        assert page.locator("#history .card").count() > 0
+        assert "fit " in page.locator(".candidate").first.inner_text()
+        meta = page.inner_text("#meta")
+        request_id = meta.split()[1]
+        page.locator(".candidate").nth(1).locator(".fb-like").click()
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('feedback stored')")
+        fb = svc.store.feedback_frame()
+        assert fb.rows(named=True)[0]["request_id"] == request_id and fb["event"].to_list() == ["like"]
+        # every image on the page loaded (naturalWidth > 0)
+        assert page.evaluate("[...document.images].filter(i => i.offsetParent && !i.naturalWidth).length") == 0
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shot = SCREENSHOTS / "try-it.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+
+        page.click("#tab-rate")
+        page.select_option("#rate-user", user)
+        page.click("#new-pair")
+        page.wait_for_function("document.getElementById('rate-status').textContent === 'choose, then submit'",
+                               timeout=60_000)
+        page.click("#submit-judgment")  # nothing chosen yet: refused on the page, nothing stored
+        assert "answer both" in page.inner_text("#rate-status") and svc.store.judgments_frame().height == 0
+        page.check("input[name=pref][value=a]")
+        page.check("input[name=ident][value=b]")
+        page.click("#submit-judgment")
+        page.wait_for_function("document.getElementById('rate-status').textContent.startsWith('judgment stored')")
+        j = svc.store.judgments_frame().rows(named=True)
+        assert len(j) == 1 and (j[0]["preference_choice"], j[0]["identity_choice"]) == ("a", "b")
+        page.screenshot(path=str(SCREENSHOTS / "rate.png"), full_page=True)
+        assert errors == []
