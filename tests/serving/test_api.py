@@ -218,3 +218,33 @@ def test_timeout_is_504(live):
         r = httpx.post(f"{url}/v1/generate", json={"user_id": svc.users["user_id"][0],
                                                    "reference_item_id": svc.items["item_id"][0], "n": 4}, timeout=60)
         assert r.status_code == 504 and "did not finish" in r.text
+
+
+def test_postgres_going_away_mid_run(live):
+    """On PostgreSQL: connections refused and live ones terminated mid-run, then allowed again."""
+    from tests.serving.test_store import _admin, drop_pg, fresh_pg
+
+    url = fresh_pg()
+    name = sa.engine.make_url(url).database
+    try:
+        with live(db_url=url) as (base, svc), httpx.Client(base_url=base, timeout=60) as c:
+            body = {"user_id": svc.users["user_id"][0], "reference_item_id": svc.items["item_id"][0], "n": 1}
+            first = c.post("/v1/generate", json=body)
+            assert first.status_code == 200, first.text
+            _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            _admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+            try:
+                down = c.post("/v1/generate", json=body)
+                assert down.status_code == 503 and down.headers["retry-after"] == "1", down.text
+                assert c.get("/readyz").status_code == 503
+                fb = c.post("/v1/feedback", json={"request_id": first.json()["request_id"], "image_index": 0,
+                                                  "event": "click", "idempotency_key": "pg-down-01"})
+                assert fb.status_code == 503
+            finally:
+                _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            assert c.post("/v1/generate", json=body).status_code == 200
+            assert c.get("/readyz").status_code == 200
+            assert svc.store.exposures_frame().height == 2 and svc.store.feedback_frame().height == 0
+            svc.store.dispose()
+    finally:
+        drop_pg(url)

@@ -9,24 +9,35 @@ from serving.store import EventStore, FeedbackConflict, StoreUnavailable, Unknow
 from tests.serving.helpers import postgres_url
 
 
-def _fresh_pg() -> str:
+def fresh_pg() -> str:
     """A new empty database on the test server, so tests do not see each other's rows."""
     base = sa.engine.make_url(postgres_url())
     name = f"ragar_{uuid.uuid4().hex[:12]}"
-    eng = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    eng.dispose()
+    _admin(f'CREATE DATABASE "{name}"')
     return base.set(database=name).render_as_string(hide_password=False)
+
+
+def _admin(sql: str) -> None:
+    eng = sa.create_engine(sa.engine.make_url(postgres_url()), isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(sa.text(sql))
+    eng.dispose()
+
+
+def drop_pg(url: str) -> None:
+    name = sa.engine.make_url(url).database
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'ev.db'}" if request.param == "sqlite" else _fresh_pg()
+    url = f"sqlite:///{tmp_path / 'ev.db'}" if request.param == "sqlite" else fresh_pg()
     s = EventStore(url)
     assert s.migrate() == "0002"
     yield s
     s.dispose()
+    if request.param == "postgresql":
+        drop_pg(url)
 
 
 def _expose(store, rid="r1", n=2, arm="a"):
