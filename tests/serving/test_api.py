@@ -248,3 +248,22 @@ def test_postgres_going_away_mid_run(live):
             svc.store.dispose()
     finally:
         drop_pg(url)
+
+
+def test_arm_with_its_own_generator(live, tmp_path, tiny_models):
+    """An arm can name another generator under --models (e.g. rank task on/off); it is loaded once."""
+    exp = tmp_path / "gen.yaml"
+    exp.write_text("experiments:\n  - name: gen\n    salt: g\n    arms:\n"
+                   "      - {name: base, share: 0.5}\n"
+                   "      - {name: other, share: 0.5, settings: {generator: generator, n: 1}}\n"
+                   "    allowlist: {u-other: other, u-base: base}\n")
+    with live(experiments=exp, models=tiny_models["generator"].parent) as (url, svc):
+        item = svc.items["item_id"][0]
+        a = httpx.post(f"{url}/v1/generate", json={"user_id": "u-other", "reference_item_id": item}, timeout=60)
+        b = httpx.post(f"{url}/v1/generate", json={"user_id": "u-base", "reference_item_id": item, "n": 2},
+                       timeout=60)
+        assert a.status_code == b.status_code == 200
+        assert a.json()["arm"] == "other" and len(a.json()["candidates"]) == 1
+        assert b.json()["arm"] == "base" and len(b.json()["candidates"]) == 2
+        assert set(svc._variants) == {None, "generator"}
+        assert svc._variants["generator"].pipeline is not svc.personalizer.pipeline
