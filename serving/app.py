@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import re
 import time
 from contextlib import asynccontextmanager
@@ -20,7 +21,6 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from starlette.middleware.base import BaseHTTPMiddleware
 
 from ragar.encoders.base import ImageInputError, load_rgb
 from ragar.generation.personalize import PersonalizedResult
@@ -50,6 +50,7 @@ from serving.service import Job, Service, build_service
 from serving.settings import ServingSettings
 from serving.store import FeedbackConflict, StoreUnavailable, UnknownRequest
 
+log = logging.getLogger("ragar.serving")
 STATIC = Path(__file__).resolve().parent / "static"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 ERRORS = {400: {"description": "bad input", "model": ErrorOut}, 404: {"description": "unknown id", "model": ErrorOut},
@@ -64,23 +65,32 @@ def get_service(request: Request) -> Service:
     return svc
 
 
-class _Metrics(BaseHTTPMiddleware):
-    """Counts and times every request by route template and experiment arm."""
+class _Metrics:
+    """Counts and times every request by route template and experiment arm. Plain ASGI (not
+    BaseHTTPMiddleware), so that endpoints still see the client disconnect and can cancel."""
 
-    async def dispatch(self, request: Request, call_next):
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         t0 = time.perf_counter()
-        status = 500
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, send_wrapper)
         finally:
-            svc = getattr(request.app.state, "service", None)
+            svc = getattr(scope.get("app").state, "service", None) if scope.get("app") else None
             if svc is not None:
-                route = request.scope.get("route")
-                path = getattr(route, "path", "unmatched")
-                arm = getattr(request.state, "arm", "-")
-                svc.metrics.requests.labels(path, arm, str(status)).inc()
+                path = getattr(scope.get("route"), "path", "unmatched")
+                arm = (scope.get("state") or {}).get("arm", "-")
+                svc.metrics.requests.labels(path, arm, str(status["code"])).inc()
                 svc.metrics.latency.labels(path, arm).observe(time.perf_counter() - t0)
 
 
@@ -181,16 +191,31 @@ def create_app(settings: ServingSettings | None = None, service: Service | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        svc = service or await run_in_threadpool(build_service, settings)
-        await run_in_threadpool(svc.load_arm_models)
-        app.state.service = svc
-        await svc.batcher.start()
-        svc.ready = True
+        """Models load in the background: the port answers at once (/healthz 200) while /readyz
+        says 503 until loading is done, as a load balancer or Kubernetes expects."""
+        app.state.service = None
+        app.state.load_error = None
+
+        async def load() -> None:
+            try:
+                svc = service or await run_in_threadpool(build_service, settings)
+                await run_in_threadpool(svc.load_arm_models)
+                await svc.batcher.start()
+                app.state.service = svc
+                svc.ready = True
+            except Exception as e:  # reported by /readyz and the log; the process stays up to say so
+                app.state.load_error = f"{type(e).__name__}: {e}"
+                log.exception("loading the models failed")
+
+        task = asyncio.create_task(load(), name="load-models")
         try:
             yield
         finally:
-            svc.ready = False
-            await svc.batcher.stop()
+            task.cancel()
+            svc = app.state.service
+            if svc is not None:
+                svc.ready = False
+                await svc.batcher.stop()
 
     app = FastAPI(title="RAGAR", version="0.1.0", lifespan=lifespan,
                   description="Personalized image generation per user, with A/B experiments and an event store.")
@@ -209,6 +234,8 @@ def create_app(settings: ServingSettings | None = None, service: Service | None 
     async def readyz(request: Request) -> dict[str, str]:
         """200 once the models are loaded and the event store answers."""
         svc = getattr(request.app.state, "service", None)
+        if getattr(request.app.state, "load_error", None):
+            raise HTTPException(503, f"loading the models failed: {request.app.state.load_error}")
         if svc is None or not svc.ready:
             raise HTTPException(503, "models are still loading", headers={"Retry-After": "5"})
         if not await run_in_threadpool(svc.store.ping):

@@ -267,3 +267,23 @@ def test_arm_with_its_own_generator(live, tmp_path, tiny_models):
         assert b.json()["arm"] == "base" and len(b.json()["candidates"]) == 2
         assert set(svc._variants) == {None, "generator"}
         assert svc._variants["generator"].pipeline is not svc.personalizer.pipeline
+
+
+def test_abandoned_request_is_cancelled_before_it_runs(live):
+    """A client that gives up while its request waits in the queue costs nothing: it never runs."""
+    with live(max_batch_size=1, max_wait_ms=0) as (url, svc):
+        body = {"user_id": svc.users["user_id"][0], "reference_item_id": svc.items["item_id"][0], "n": 8}
+        first = threading.Thread(target=lambda: httpx.post(f"{url}/v1/generate", json=body, timeout=60))
+        first.start()
+        import time
+
+        time.sleep(0.05)  # the first request holds the worker
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/generate", json={**body, "n": 1}, timeout=0.1)
+        first.join()
+        deadline = time.monotonic() + 10
+        while 'reason="abandoned"} 1.0' not in httpx.get(f"{url}/metrics").text and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert 'ragar_rejected_total{reason="abandoned"} 1.0' in httpx.get(f"{url}/metrics").text
+        assert svc.store.exposures_frame()["n"].to_list() == [8]  # only the first one was generated
+        assert svc.batcher.cancelled == 1

@@ -16,7 +16,7 @@ from serving.store import EventStore
 from tests.serving.conftest import EXPERIMENTS_YAML
 
 
-def _start(tiny_models, tmp_path, port):
+def _start(tiny_models, tmp_path, port, saw: list | None = None):
     models = tiny_models["generator"].parent  # holds generator/ and rankers/
     cmd = [sys.executable, "-m", "ragar.cli", "serve", "--models", str(models), "--data", str(tiny_models["data"]),
            "--db", f"sqlite:///{tmp_path / 'events.db'}", "--experiments", str(tmp_path / "exp.yaml"),
@@ -25,6 +25,17 @@ def _start(tiny_models, tmp_path, port):
     log = open(tmp_path / f"server-{port}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     url = f"http://127.0.0.1:{port}"
+    if saw is not None:  # while the models load: up (healthz 200) but not ready (readyz 503)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                h = httpx.get(f"{url}/healthz", timeout=2)
+                r = httpx.get(f"{url}/readyz", timeout=2)
+                saw.append((h.status_code, r.status_code))
+                if r.status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
     try:
         wait_ready(url, timeout_s=180)
     except TimeoutError:
@@ -41,7 +52,9 @@ def test_sigkill_under_load_loses_no_acknowledged_event(tiny_models, tmp_path):
     logged = pl.read_parquet(tiny_models["data"] / "interactions.parquet")["user_id"].unique().sort().to_list()
     users = [*logged[:12], "qa-user", "cold-user-1"]
     item = pl.read_parquet(tiny_models["data"] / "items.parquet")["item_id"][0]
-    proc, url = _start(tiny_models, tmp_path, free_port())
+    saw = []
+    proc, url = _start(tiny_models, tmp_path, free_port(), saw)
+    assert (200, 503) in saw and saw[-1] == (200, 200)  # readyz said 503 until the models were loaded
     acked_exposures, acked_feedback, errors = {}, set(), []
     lock = threading.Lock()
     stop = threading.Event()
