@@ -63,7 +63,7 @@ class MicroBatcher:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragar-generate")
-        self.cancelled = 0
+        self.cancelled = 0  # requests whose caller stopped waiting (timeout, disconnect)
 
     @property
     def depth(self) -> int:
@@ -90,18 +90,21 @@ class MicroBatcher:
         if len(self._pending) >= self.queue_size:
             raise QueueFull(f"{len(self._pending)} requests pending (bound {self.queue_size})")
         fut = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(self._count_cancelled)
         self._pending.append(_Job(key, payload, fut))
         self.on_depth(len(self._pending))
         assert self._wake is not None, "start() the batcher first"
         self._wake.set()
         return fut
 
+    def _count_cancelled(self, fut: asyncio.Future) -> None:
+        if fut.cancelled():
+            self.cancelled += 1
+
     def _drop_done(self) -> None:
         """Forget abandoned requests so they neither run nor count against the bound."""
         if any(j.future.done() for j in self._pending):
-            kept = [j for j in self._pending if not j.future.done()]
-            self.cancelled += len(self._pending) - len(kept)
-            self._pending = collections.deque(kept)
+            self._pending = collections.deque(j for j in self._pending if not j.future.done())
             self.on_depth(len(self._pending))
 
     def _take(self) -> list[_Job]:

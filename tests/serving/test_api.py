@@ -194,6 +194,8 @@ def test_queue_full_is_429_with_retry_after(live):
     with live(queue_size=1, max_batch_size=1, max_wait_ms=0) as (url, svc):
         user, item = svc.users["user_id"][0], svc.items["item_id"][0]
         codes, lock = [], threading.Lock()
+        gate, run = threading.Event(), svc.batcher.run_batch
+        svc.batcher.run_batch = lambda key, jobs: (gate.wait(30), run(key, jobs))[1]  # hold the worker
 
         def hit(i):
             r = httpx.post(f"{url}/v1/generate", json={"user_id": user, "reference_item_id": item, "n": 4,
@@ -204,8 +206,15 @@ def test_queue_full_is_429_with_retry_after(live):
         threads = [threading.Thread(target=hit, args=(i,)) for i in range(12)]
         for t in threads:
             t.start()
+        import time
+
+        deadline = time.monotonic() + 30
+        while len(codes) < 10 and time.monotonic() < deadline:  # one in the worker, one queued
+            time.sleep(0.02)
+        gate.set()
         for t in threads:
             t.join()
+        assert sorted(c for c, _ in codes) == [200, 200] + [429] * 10
         assert {c for c, _ in codes} <= {200, 429}
         assert any(c == 429 for c, _ in codes) and any(c == 200 for c, _ in codes)
         assert all(ra == "1" for c, ra in codes if c == 429)
@@ -271,19 +280,29 @@ def test_arm_with_its_own_generator(live, tmp_path, tiny_models):
 
 def test_abandoned_request_is_cancelled_before_it_runs(live):
     """A client that gives up while its request waits in the queue costs nothing: it never runs."""
+    import time
+
     with live(max_batch_size=1, max_wait_ms=0) as (url, svc):
-        body = {"user_id": svc.users["user_id"][0], "reference_item_id": svc.items["item_id"][0], "n": 8}
+        gate = threading.Event()
+        run = svc.batcher.run_batch
+
+        def held(key, jobs):  # the first batch waits for the gate, so the second request stays queued
+            gate.wait(30)
+            return run(key, jobs)
+
+        svc.batcher.run_batch = held
+        body = {"user_id": svc.users["user_id"][0], "reference_item_id": svc.items["item_id"][0], "n": 2}
         first = threading.Thread(target=lambda: httpx.post(f"{url}/v1/generate", json=body, timeout=60))
         first.start()
-        import time
-
-        time.sleep(0.05)  # the first request holds the worker
+        time.sleep(0.2)
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"{url}/v1/generate", json={**body, "n": 1}, timeout=0.1)
-        first.join()
+            httpx.post(f"{url}/v1/generate", json={**body, "n": 1}, timeout=0.2)
         deadline = time.monotonic() + 10
-        while 'reason="abandoned"} 1.0' not in httpx.get(f"{url}/metrics").text and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert 'ragar_rejected_total{reason="abandoned"} 1.0' in httpx.get(f"{url}/metrics").text
-        assert svc.store.exposures_frame()["n"].to_list() == [8]  # only the first one was generated
+        while svc.batcher.cancelled == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        gate.set()
+        first.join()
         assert svc.batcher.cancelled == 1
+        assert 'ragar_rejected_total{reason="abandoned"} 1.0' in httpx.get(f"{url}/metrics").text
+        time.sleep(0.5)  # time for the worker to (wrongly) run it, if it would
+        assert svc.store.exposures_frame()["n"].to_list() == [2]  # only the first request was generated
