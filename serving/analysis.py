@@ -23,7 +23,8 @@ from serving.experiments import Experiment
 SRM_ALPHA = 0.001
 
 
-def _num(x) -> float | None:
+def finite_or_none(x) -> float | None:
+    """JSON has no NaN or infinity: an undefined number is null."""
     x = float(x)
     return None if not math.isfinite(x) else x
 
@@ -44,12 +45,12 @@ def _compare(ct: int, nt: int, cc: int, nc: int) -> dict:
     out["lift_abs"] = pt - pc
     if 0 < ct + cc < nt + nc:  # the tests are undefined when every outcome is the same
         lo, hi = confint_proportions_2indep(ct, nt, cc, nc, method="wald", compare="diff")
-        out["lift_abs_ci95"] = (_num(lo), _num(hi))
-        out["p_value"] = _num(proportions_ztest([ct, cc], [nt, nc])[1])
+        out["lift_abs_ci95"] = (finite_or_none(lo), finite_or_none(hi))
+        out["p_value"] = finite_or_none(proportions_ztest([ct, cc], [nt, nc])[1])
         if cc > 0 and ct > 0:
             lo, hi = confint_proportions_2indep(ct, nt, cc, nc, method="log", compare="ratio")
             out["lift_rel"] = pt / pc - 1
-            out["lift_rel_ci95"] = (_num(lo) - 1, _num(hi) - 1)
+            out["lift_rel_ci95"] = (finite_or_none(lo) - 1, finite_or_none(hi) - 1)
     return out
 
 
@@ -80,6 +81,6 @@ def experiment_report(exp: Experiment, exposures: pl.DataFrame, feedback: pl.Dat
     chi2 = p = None
     if total > 0 and len(exp.arms) > 1:
         expected = np.array([a.share for a in exp.arms]) * total
-        chi2, p = (_num(v) for v in chisquare(observed, expected))
+        chi2, p = (finite_or_none(v) for v in chisquare(observed, expected))
     return {"experiment": exp.name, "control": control, "total_exposures": total, "arms": list(per.values()),
             "srm_chi2": chi2, "srm_p_value": p, "srm_detected": bool(p is not None and p < SRM_ALPHA)}

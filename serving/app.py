@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from ragar.encoders.base import ImageInputError, load_rgb
 from ragar.generation.personalize import PersonalizedResult
-from serving.analysis import experiment_report
+from serving.analysis import experiment_report, finite_or_none
 from serving.batching import QueueFull
 from serving.schemas import (
     AssignmentOut,
@@ -94,18 +94,23 @@ class _Metrics:
                 svc.metrics.latency.labels(path, arm).observe(time.perf_counter() - t0)
 
 
-def _nan_none(x: float) -> float | None:
-    return None if x != x else float(x)
+def _history_out(h) -> HistoryItemOut:
+    return HistoryItemOut(item_id=h.item_id, weight=h.weight, similarity=h.similarity, event_type=h.event_type,
+                          image_url=f"/v1/items/{h.item_id}/image")
+
+
+def _require_item(svc: Service, item_id: str) -> None:
+    if item_id not in svc.item_ids:
+        raise HTTPException(404, f"unknown item {item_id!r}: not in the catalog")
 
 
 def _response(svc: Service, request_id: str, arm: str, res: PersonalizedResult, info, total_s: float,
               pngs: list[bytes] | None) -> GenerateResponse:
     cands = [CandidateOut(index=j, url=f"/v1/images/{request_id}/{j}.png",
                           b64_png=base64.b64encode(pngs[j]).decode() if pngs else None,
-                          preference_fit=_nan_none(c.preference_fit), identity=_nan_none(c.identity),
+                          preference_fit=finite_or_none(c.preference_fit), identity=finite_or_none(c.identity),
                           selection=float(c.selection)) for j, c in enumerate(res.candidates)]
-    hist = [HistoryItemOut(item_id=h.item_id, weight=h.weight, similarity=h.similarity, event_type=h.event_type,
-                           image_url=f"/v1/items/{h.item_id}/image") for h in res.history[:20]]
+    hist = [_history_out(h) for h in res.history[:20]]
     t = res.timings
     return GenerateResponse(
         request_id=request_id, user_id=res.user_id, experiment=svc.experiment.name, arm=arm, method=res.method,
@@ -116,7 +121,7 @@ def _response(svc: Service, request_id: str, arm: str, res: PersonalizedResult, 
 
 
 def _payload(res: PersonalizedResult, info) -> dict:
-    return {"candidates": [{"preference_fit": _nan_none(c.preference_fit), "identity": _nan_none(c.identity),
+    return {"candidates": [{"preference_fit": finite_or_none(c.preference_fit), "identity": finite_or_none(c.identity),
                             "selection": float(c.selection)} for c in res.candidates],
             "history": [[h.item_id, h.weight, h.similarity] for h in res.history[:50]],
             "cold_start_ranker": res.cold_start_ranker, "batch_size": info.size}
@@ -126,8 +131,7 @@ async def _decode_reference(svc: Service, body: GenerateRequest):
     if (body.reference_item_id is None) == (body.reference_image is None):
         raise HTTPException(400, "give exactly one of reference_item_id and reference_image")
     if body.reference_item_id is not None:
-        if body.reference_item_id not in svc.item_ids:
-            raise HTTPException(404, f"unknown item {body.reference_item_id!r}: not in the catalog")
+        _require_item(svc, body.reference_item_id)
         return None
     if len(body.reference_image) > svc.settings.max_upload_bytes * 4 // 3 + 4:
         raise HTTPException(413, f"reference_image is larger than {svc.settings.max_upload_bytes} bytes")
@@ -223,7 +227,8 @@ def create_app(settings: ServingSettings | None = None, service: Service | None 
 
     @app.exception_handler(StoreUnavailable)
     async def _store_down(request: Request, exc: StoreUnavailable):
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+        return JSONResponse({"detail": str(exc)}, status_code=503,
+                            headers={"Retry-After": str(settings.retry_after_s)})
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -239,7 +244,7 @@ def create_app(settings: ServingSettings | None = None, service: Service | None 
         if svc is None or not svc.ready:
             raise HTTPException(503, "models are still loading", headers={"Retry-After": "5"})
         if not await run_in_threadpool(svc.store.ping):
-            raise HTTPException(503, "event store unavailable", headers={"Retry-After": "1"})
+            raise HTTPException(503, "event store unavailable", headers={"Retry-After": str(settings.retry_after_s)})
         return {"status": "ready"}
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
@@ -271,8 +276,7 @@ def create_app(settings: ServingSettings | None = None, service: Service | None 
               responses={**ERRORS, 429: {"description": "queue full", **ERR}})
     async def compare(body: CompareRequest, request: Request, svc: Service = Depends(get_service)) -> CompareResponse:
         """Two methods, same seed, one candidate each, in random order: the rating view's pair."""
-        if body.reference_item_id not in svc.item_ids:
-            raise HTTPException(404, f"unknown item {body.reference_item_id!r}: not in the catalog")
+        _require_item(svc, body.reference_item_id)
         if body.methods[0] == body.methods[1]:
             raise HTTPException(400, "compare two different methods")
         seed = svc.new_seed() if body.seed is None else body.seed
@@ -299,10 +303,10 @@ def create_app(settings: ServingSettings | None = None, service: Service | None 
     @app.get("/v1/items", response_model=list[ItemOut], tags=["catalog"])
     async def items(limit: int = Query(50, ge=1, le=1000), category: str | None = None,
                     svc: Service = Depends(get_service)) -> list[ItemOut]:
-        df = svc.items if category is None else svc.items.filter(svc.items["category"] == category)
+        df = (svc.items if category is None else svc.items.filter(svc.items["category"] == category)).head(limit)
         titles = df["title"] if "title" in df.columns else [None] * df.height
         return [ItemOut(item_id=i, category=c, title=t, image_url=f"/v1/items/{i}/image")
-                for i, c, t in zip(df["item_id"][:limit], df["category"][:limit], list(titles)[:limit], strict=True)]
+                for i, c, t in zip(df["item_id"], df["category"], titles, strict=True)]
 
     @app.get("/v1/items/{item_id}/image", tags=["catalog"], response_class=FileResponse,
              responses={404: {"description": "unknown item", **ERR}})
@@ -325,8 +329,7 @@ def create_app(settings: ServingSettings | None = None, service: Service | None 
         p = svc.personalizer
         if user_id not in p.known_users:
             raise HTTPException(404, f"unknown user {user_id!r}: no history in the log")
-        if reference_item_id not in svc.item_ids:
-            raise HTTPException(404, f"unknown item {reference_item_id!r}: not in the catalog")
+        _require_item(svc, reference_item_id)
         method = svc.batch_key(svc.experiment.assign(user_id), None).method
 
         def work():
@@ -337,8 +340,7 @@ def create_app(settings: ServingSettings | None = None, service: Service | None 
         return PreferenceResponse(
             user_id=user_id, reference_item_id=reference_item_id, method=method, fallback=fallback[0],
             history_size=len(weights[0]),
-            top=[HistoryItemOut(item_id=h.item_id, weight=h.weight, similarity=h.similarity, event_type=h.event_type,
-                                image_url=f"/v1/items/{h.item_id}/image") for h in weights[0][:top]])
+            top=[_history_out(h) for h in weights[0][:top]])
 
     @app.post("/v1/feedback", response_model=FeedbackResponse, tags=["feedback"],
               responses={**ERRORS, 409: {"description": "idempotency key reused with another body", **ERR}})
@@ -382,10 +384,10 @@ def create_app(settings: ServingSettings | None = None, service: Service | None 
                 for e in svc.experiments.experiments]
 
     def _experiment(svc: Service, name: str):
-        for e in svc.experiments.experiments:
-            if e.name == name:
-                return e
-        raise HTTPException(404, f"unknown experiment {name!r}")
+        try:
+            return svc.experiments.get(name)
+        except KeyError as e:
+            raise HTTPException(404, e.args[0]) from None
 
     @app.get("/v1/experiments/{name}/report", response_model=ExperimentReport, tags=["experiments"], responses=ERRORS)
     async def report(name: str, svc: Service = Depends(get_service)) -> ExperimentReport:
@@ -401,8 +403,10 @@ def create_app(settings: ServingSettings | None = None, service: Service | None 
         return AssignmentOut(experiment=name, user_id=user_id, arm=exp.assign(user_id).name,
                              bucket=exp.bucket(user_id), forced=user_id in exp.allowlist)
 
+    page_html = (STATIC / "index.html").read_text()
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse((STATIC / "index.html").read_text())
+        return HTMLResponse(page_html)
 
     return app

@@ -65,10 +65,6 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragar-generate")
         self.cancelled = 0  # requests whose caller stopped waiting (timeout, disconnect)
 
-    @property
-    def depth(self) -> int:
-        return len(self._pending)
-
     async def start(self) -> None:
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._loop(), name="micro-batcher")

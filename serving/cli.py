@@ -41,10 +41,10 @@ def _experiments(path: Path | None):
 
 
 def _find_experiment(exps, name: str):
-    for e in exps.experiments:
-        if e.name == name:
-            return e
-    raise fail(f"unknown experiment {name!r}; defined: {', '.join(e.name for e in exps.experiments)}")
+    try:
+        return exps.get(name)
+    except KeyError as e:
+        raise fail(e.args[0]) from None
 
 
 def serve_cmd(

@@ -98,6 +98,12 @@ class ExperimentsFile(BaseModel):
             raise ValueError("at most one experiment may be active: a request is assigned to one experiment")
         return self
 
+    def get(self, name: str) -> Experiment:
+        for e in self.experiments:
+            if e.name == name:
+                return e
+        raise KeyError(f"unknown experiment {name!r}; defined: {', '.join(e.name for e in self.experiments)}")
+
 
 class ExperimentsError(ValueError):
     """An experiments file that does not validate; the message names the file and the key."""

@@ -74,7 +74,7 @@ class Service:
         self.experiments = experiments
         self.experiment: Experiment = active_experiment(experiments)
         self.items = items
-        self.item_ids = set(items["item_id"].to_list())
+        self.item_ids = personalizer.positions  # the catalog the personalizer can condition on
         self.data_root = data_root
         self.metrics = ServiceMetrics()
         self.max_n = min(settings.max_n, personalizer.config.max_n)
