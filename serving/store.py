@@ -54,6 +54,16 @@ class FeedbackRow:
     arm: str
 
 
+def _polars_type(t: sa.types.TypeEngine) -> pl.DataType:
+    if isinstance(t, sa.DateTime):
+        return pl.Datetime("us", "UTC")
+    if isinstance(t, sa.Integer):  # BigInteger too
+        return pl.Int64
+    if isinstance(t, sa.String):
+        return pl.Utf8
+    raise TypeError(f"no polars type for {t!r}")
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -94,6 +104,14 @@ class EventStore:
             raise
         except (OperationalError, DBAPIError) as e:
             raise StoreUnavailable(f"event store unavailable ({self.backend}): {str(e.orig or e).strip()}") from e
+
+    def _idempotent(self, tx):
+        """Run an insert-once transaction; if a concurrent retry with the same idempotency key won
+        the insert (unique violation), run it again, and it finds that row."""
+        try:
+            return self._run(tx)
+        except IntegrityError:
+            return self._run(tx)
 
     def migrate(self) -> str:
         """Upgrade to the newest migration; returns the revision now in the database."""
@@ -137,20 +155,16 @@ class EventStore:
                 raise ValueError(f"image_index {image_index} out of range: request {request_id} has {exp.n} images")
             old = c.execute(sa.select(feedback).where(feedback.c.idempotency_key == idempotency_key)).first()
             if old is not None:
-                return old, True, exp.arm
+                return FeedbackRow(old.id, old.request_id, old.image_index, old.event, True, exp.arm)
             res = c.execute(feedback.insert().values(idempotency_key=idempotency_key, request_id=request_id,
                                                      image_index=image_index, event=event, created_at=_now()))
-            new = c.execute(sa.select(feedback).where(feedback.c.id == res.inserted_primary_key[0])).first()
-            return new, False, exp.arm
+            return FeedbackRow(res.inserted_primary_key[0], request_id, image_index, event, False, exp.arm)
 
-        try:
-            row, dup, arm = self._run(tx)
-        except IntegrityError:  # a concurrent retry with the same key won the insert
-            row, dup, arm = self._run(tx)
-        if dup and (row.request_id, row.image_index, row.event) != (request_id, image_index, event):
+        row = self._idempotent(tx)
+        if row.duplicate and (row.request_id, row.image_index, row.event) != (request_id, image_index, event):
             raise FeedbackConflict(f"idempotency key {idempotency_key!r} was used for another feedback "
                                    f"({row.request_id}, image {row.image_index}, {row.event})")
-        return FeedbackRow(row.id, row.request_id, row.image_index, row.event, dup, arm)
+        return row
 
     def record_judgment(self, *, idempotency_key: str, request_a: str, request_b: str, preference_choice: str,
                         identity_choice: str, rater: str | None = None) -> tuple[int, bool]:
@@ -170,7 +184,7 @@ class EventStore:
                 preference_choice=preference_choice, identity_choice=identity_choice, rater=rater, created_at=_now()))
             return res.inserted_primary_key[0], False
 
-        return self._run(tx)
+        return self._idempotent(tx)
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -180,35 +194,29 @@ class EventStore:
             raise UnknownRequest(f"unknown request id {request_id!r}")
         return dict(row._mapping)
 
-    def _frame(self, query, schema: dict) -> pl.DataFrame:
-        rows = self._run(lambda c: [dict(r._mapping) for r in c.execute(query)])
+    def _frame(self, *columns, where=None, order_by=()) -> pl.DataFrame:
+        """The columns as a polars frame, typed from the table definitions (also when empty)."""
+        q = sa.select(*columns).order_by(*order_by)
+        if where is not None:
+            q = q.where(where)
+        schema = {c.name: _polars_type(c.type) for c in columns}
+        rows = self._run(lambda c: [tuple(r) for r in c.execute(q)])
         return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
 
     def exposures_frame(self, experiment: str | None = None) -> pl.DataFrame:
-        cols = [exposures.c.request_id, exposures.c.created_at, exposures.c.experiment, exposures.c.arm,
-                exposures.c.user_id, exposures.c.reference_item_id, exposures.c.method, exposures.c.n,
-                exposures.c.seed, exposures.c.chosen]
-        q = sa.select(*cols).order_by(exposures.c.created_at, exposures.c.request_id)
-        if experiment is not None:
-            q = q.where(exposures.c.experiment == experiment)
-        schema = {"request_id": pl.Utf8, "created_at": pl.Datetime("us", "UTC"), "experiment": pl.Utf8,
-                  "arm": pl.Utf8, "user_id": pl.Utf8, "reference_item_id": pl.Utf8, "method": pl.Utf8,
-                  "n": pl.Int64, "seed": pl.Int64, "chosen": pl.Int64}
-        return self._frame(q, schema)
+        e = exposures.c
+        return self._frame(e.request_id, e.created_at, e.experiment, e.arm, e.user_id, e.reference_item_id, e.method,
+                           e.n, e.seed, e.chosen, where=None if experiment is None else e.experiment == experiment,
+                           order_by=(e.created_at, e.request_id))
 
     def feedback_frame(self) -> pl.DataFrame:
-        q = sa.select(feedback.c.id, feedback.c.idempotency_key, feedback.c.request_id, feedback.c.image_index,
-                      feedback.c.event).order_by(feedback.c.id)
-        schema = {"id": pl.Int64, "idempotency_key": pl.Utf8, "request_id": pl.Utf8, "image_index": pl.Int64,
-                  "event": pl.Utf8}
-        return self._frame(q, schema)
+        f = feedback.c
+        return self._frame(f.id, f.idempotency_key, f.request_id, f.image_index, f.event, order_by=(f.id,))
 
     def judgments_frame(self) -> pl.DataFrame:
-        q = sa.select(judgments.c.id, judgments.c.request_a, judgments.c.request_b, judgments.c.preference_choice,
-                      judgments.c.identity_choice, judgments.c.rater).order_by(judgments.c.id)
-        schema = {"id": pl.Int64, "request_a": pl.Utf8, "request_b": pl.Utf8, "preference_choice": pl.Utf8,
-                  "identity_choice": pl.Utf8, "rater": pl.Utf8}
-        return self._frame(q, schema)
+        j = judgments.c
+        return self._frame(j.id, j.request_a, j.request_b, j.preference_choice, j.identity_choice, j.rater,
+                           order_by=(j.id,))
 
     def payloads(self, request_ids: list[str]) -> dict[str, dict]:
         q = sa.select(exposures.c.request_id, exposures.c.payload).where(exposures.c.request_id.in_(request_ids))
