@@ -517,13 +517,10 @@ RankersOpt = Annotated[Path | None, typer.Option("--rankers", "-r", help="traine
 
 
 def _personalizer(cfg: RagarConfig, data: Path, generator: Path | None, rankers: Path | None):
-    from ragar.generation.loading import load_personalizer
+    from ragar.generation.loading import personalizer_from_config
 
     try:
-        return load_personalizer(data, generator, rankers, image_encoder=cfg.encoder.image,
-                                 image_size=cfg.encoder.image_size, text_encoder=cfg.encoder.text,
-                                 text_weight=cfg.encoder.text_weight, preference=cfg.preference,
-                                 generation=cfg.generation, identity_encoder=cfg.encoder.identity)
+        return personalizer_from_config(cfg, data, generator, rankers)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise fail(str(e).strip("'\"")) from None
 

@@ -236,32 +236,32 @@ def eval_alignment(
     import polars as pl
 
     from eval.report import write_json
+    from ragar.generation.loading import item_image_paths
     from serving.alignment import alignment_table, export_ranked_pairs, judgment_scores
     from serving.store import EventStore, StoreUnavailable
 
     settings = _settings(db_url=db, images_dir=images_dir)
     store = EventStore(settings.db_url)
     try:
-        base = judgment_scores(store)
-        if base.height == 0:
+        judged = store.judgments_frame()
+        if judged.height == 0:
             raise fail("no judgments in the store yet (rate pairs on the try-it page's Rate tab)")
         extra, extra_names = {}, ()
         if data is not None and (data / "world.json").exists():
-            extra = {"oracle_utility": _oracle_utilities(store, base, data, Path(settings.images_dir))}
+            extra = {"oracle_utility": _oracle_utilities(store, judged, data, Path(settings.images_dir))}
             extra_names = ("oracle_utility",)
         scores = judgment_scores(store, extra)
         rows = alignment_table(scores, extra_names)
         if pairs_out is not None:
             if data is None:
                 raise fail("--pairs-out needs --data (the reference images)")
-            items = pl.read_parquet(data / "items.parquet")
-            refs = {i: str(data / p) for i, p in zip(items["item_id"], items["image"], strict=True)}
+            refs = item_image_paths(data, pl.read_parquet(data / "items.parquet"))
             n = export_ranked_pairs(store, Path(settings.images_dir), refs, pairs_out)
             console.print(f"{n} ranked pairs written to {pairs_out}")
     except StoreUnavailable as e:
         raise fail(str(e)) from None
-    print_table(rows, f"agreement with {base.height} human judgments")
-    write_json({"judgments": base.height, "rows": rows}, out / "alignment.json")
+    print_table(rows, f"agreement with {judged.height} human judgments")
+    write_json({"judgments": judged.height, "rows": rows}, out / "alignment.json")
     return rows
 
 

@@ -163,17 +163,14 @@ class Service:
 def build_service(settings: ServingSettings) -> Service:
     """Load everything named by the settings (the lifespan's work): config, models, store, experiments."""
     from ragar.config import load_config
-    from ragar.generation.loading import load_personalizer
+    from ragar.generation.loading import personalizer_from_config
 
     if settings.data is None:
         raise ValueError("no dataset: set RAGAR_DATA or pass --data")
     cfg = load_config(settings.config)
     experiments = load_experiments(settings.experiments)
     generator, rankers = models_layout(settings.models)
-    p = load_personalizer(settings.data, generator, rankers, image_encoder=cfg.encoder.image,
-                          image_size=cfg.encoder.image_size, text_encoder=cfg.encoder.text,
-                          text_weight=cfg.encoder.text_weight, preference=cfg.preference,
-                          generation=cfg.generation, identity_encoder=cfg.encoder.identity)
+    p = personalizer_from_config(cfg, settings.data, generator, rankers)
     store = EventStore(settings.db_url)
     store.migrate()
     items = pl.read_parquet(Path(settings.data) / "items.parquet")

@@ -29,6 +29,21 @@ def item_table(items: pl.DataFrame, emb: CatalogEmbeddings, text_weight: float) 
                      np.asarray([index[c] for c in items["category"]]), cats)
 
 
+def item_image_paths(data: str | Path, items: pl.DataFrame) -> dict[str, str]:
+    """item id -> full path of its image (the items table stores paths relative to the dataset)."""
+    return {i: str(Path(data) / p) for i, p in zip(items["item_id"], items["image"], strict=True)}
+
+
+def personalizer_from_config(cfg, data: str | Path, generator: str | Path | None = None,
+                             rankers: str | Path | None = None, progress: bool = False) -> Personalizer:
+    """:func:`load_personalizer` with the encoders, preference and generation settings of a
+    :class:`~ragar.config.RagarConfig`, as the CLI and the API both build it."""
+    enc = cfg.encoder
+    return load_personalizer(data, generator, rankers, image_encoder=enc.image, image_size=enc.image_size,
+                             text_encoder=enc.text, text_weight=enc.text_weight, preference=cfg.preference,
+                             generation=cfg.generation, identity_encoder=enc.identity, progress=progress)
+
+
 def load_personalizer(data: str | Path, generator: str | Path | None = None, rankers: str | Path | None = None, *,
                       image_encoder: str = "efficientnet-lite0", image_size: int = 224,
                       text_encoder: str | None = "minilm",
@@ -63,7 +78,7 @@ def load_personalizer(data: str | Path, generator: str | Path | None = None, ran
         if model is None:
             raise KeyError(f"{rankers} has no torch ranker {ranker!r}")
         scorer = PreferenceScorer(model, item_table(items, emb, text_weight), inter)
-    refs = {i: str(data / p) for i, p in zip(items["item_id"], items["image"], strict=True)}  # full paths
+    refs = item_image_paths(data, items)
     ident = build_image_encoder(identity_encoder) if identity_encoder else None
     return Personalizer(pipe, emb, inter, img, text_weight, preference, scorer, identity_encoder=ident,
                         reference_images=refs, config=generation)
