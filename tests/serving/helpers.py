@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 
 import pytest
+import sqlalchemy as sa
 
 
 def in_ci() -> bool:
@@ -32,3 +34,23 @@ def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     require(path is not None, "Debian's chromium")
     return path
+
+
+def fresh_pg() -> str:
+    """A new empty database on the test server, so tests do not see each other's rows."""
+    base = sa.engine.make_url(postgres_url())
+    name = f"ragar_{uuid.uuid4().hex[:12]}"
+    admin_sql(f'CREATE DATABASE "{name}"')
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+def admin_sql(sql: str) -> None:
+    eng = sa.create_engine(sa.engine.make_url(postgres_url()), isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(sa.text(sql))
+    eng.dispose()
+
+
+def drop_pg(url: str) -> None:
+    name = sa.engine.make_url(url).database
+    admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -231,7 +231,7 @@ def test_timeout_is_504(live):
 
 def test_postgres_going_away_mid_run(live):
     """On PostgreSQL: connections refused and live ones terminated mid-run, then allowed again."""
-    from tests.serving.test_store import _admin, drop_pg, fresh_pg
+    from tests.serving.helpers import admin_sql, drop_pg, fresh_pg
 
     url = fresh_pg()
     name = sa.engine.make_url(url).database
@@ -240,8 +240,8 @@ def test_postgres_going_away_mid_run(live):
             body = {"user_id": svc.users["user_id"][0], "reference_item_id": svc.items["item_id"][0], "n": 1}
             first = c.post("/v1/generate", json=body)
             assert first.status_code == 200, first.text
-            _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            _admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+            admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
             try:
                 down = c.post("/v1/generate", json=body)
                 assert down.status_code == 503 and down.headers["retry-after"] == "1", down.text
@@ -250,7 +250,7 @@ def test_postgres_going_away_mid_run(live):
                                                   "event": "click", "idempotency_key": "pg-down-01"})
                 assert fb.status_code == 503
             finally:
-                _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+                admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
             assert c.post("/v1/generate", json=body).status_code == 200
             assert c.get("/readyz").status_code == 200
             assert svc.store.exposures_frame().height == 2 and svc.store.feedback_frame().height == 0

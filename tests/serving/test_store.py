@@ -1,32 +1,10 @@
 """The event store on SQLite and on PostgreSQL: the same tests, both databases."""
 
-import uuid
-
 import pytest
 import sqlalchemy as sa
 
 from serving.store import EventStore, FeedbackConflict, StoreUnavailable, UnknownRequest
-from tests.serving.helpers import postgres_url
-
-
-def fresh_pg() -> str:
-    """A new empty database on the test server, so tests do not see each other's rows."""
-    base = sa.engine.make_url(postgres_url())
-    name = f"ragar_{uuid.uuid4().hex[:12]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    return base.set(database=name).render_as_string(hide_password=False)
-
-
-def _admin(sql: str) -> None:
-    eng = sa.create_engine(sa.engine.make_url(postgres_url()), isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.execute(sa.text(sql))
-    eng.dispose()
-
-
-def drop_pg(url: str) -> None:
-    name = sa.engine.make_url(url).database
-    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from tests.serving.helpers import drop_pg, fresh_pg
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
