@@ -11,13 +11,13 @@ Every method generates from that past with the same seed, and each image is scor
 - **retrieval**: the image queries the catalog (faiss); HR@K / NDCG@K of the user's held-out
   items (all their positives after the cut).
 
-Deterministic by seed; work is written as one parquet shard per (method, chunk of requests), so
-an interrupted run resumes where it stopped and never repeats or skips a request.
+Deterministic by seed; work is written as one parquet shard per (method, unit of users), so an
+interrupted run resumes where it stopped and never repeats or skips a request, and the units can be
+shared by several processes under ``accelerate launch`` (:mod:`ragar.distributed`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,9 @@ from eval.generation import world_metrics
 from eval.metrics.clpips import pair_layer_distances
 from eval.metrics.identity import IdentityGallery
 from eval.metrics.semantic import embedding_similarity, history_similarity, ssim
+from ragar.distributed import Processes, ShardedJob, unit_of, units_for
 from ragar.generation.personalize import Personalizer
+from recsys.data.io import scan_interactions
 from recsys.data.schema import POSITIVE_EVENTS
 from recsys.data.splits import global_time_split
 from recsys.history import build_histories, requests_at
@@ -41,10 +43,12 @@ def replay_requests(root: str | Path, n: int, cut: float = 0.8, seed: int = 0) -
     """(requests, held-out positives): requests = [request_idx, user_id, target_item_id,
     reference_item_id, as_of]."""
     root = Path(root)
-    inter = pl.read_parquet(root / "interactions.parquet")
-    items = pl.read_parquet(root / "items.parquet")
-    _, test = global_time_split(inter, cut)
-    pos = test.filter(pl.col("event_type").is_in(POSITIVE_EVENTS)).sort("timestamp", "user_id", "item_id")
+    items = pl.read_parquet(root / "items.parquet", columns=[c for c in ("item_id", "identity_id", "category")
+                                                               if c in pl.read_parquet_schema(root / "items.parquet")])
+    # lazy: only the positive events after the cut are ever materialised (the large world streams)
+    _, test = global_time_split(scan_interactions(root), cut)
+    pos = (test.filter(pl.col("event_type").is_in(POSITIVE_EVENTS)).select("user_id", "item_id", "timestamp")
+           .sort("timestamp", "user_id", "item_id").collect(engine="streaming"))
     if pos.height == 0:
         raise ValueError(f"{root}: no positive events after the {cut:.0%} time cut to replay")
     rng = np.random.default_rng(seed)
@@ -86,7 +90,7 @@ class Replay:
     """Holds what every method's scoring shares: catalog index, histories, reference images."""
 
     def __init__(self, personalizer: Personalizer, root: str | Path, requests: pl.DataFrame, held: pl.DataFrame,
-                 k: int = 10, clpips_encoder=None, world=None, reader=None):
+                 k: int = 10, clpips_encoder=None, world=None, reader=None, gallery: bool = True):
         self.p, self.root, self.requests, self.k = personalizer, Path(root), requests, k
         self.index = ItemIndex.build(personalizer.catalog.ids, personalizer.catalog.image)
         self.held = held.group_by("user_id").agg(pl.col("item_id"))
@@ -97,7 +101,7 @@ class Replay:
                                personalizer.positions, personalizer.config.history_len)
         self.hist_pos, self.hist_mask = hist.positions, hist.mask
         self.gallery = None
-        if world is not None:
+        if world is not None and gallery:
             self.gallery = identity_gallery(world, personalizer.identity_encoder)
             self.identity_of = dict(zip(world.items["item_id"], world.items["identity_id"], strict=True))
 
@@ -142,26 +146,28 @@ class Replay:
 
 
 def run_replay(replay: Replay, methods: list[str], out: str | Path, n: int = 1, seed: int = 0, batch: int = 32,
-               progress: bool = True) -> pl.DataFrame:
-    """Score every method on every request, resuming from the shards already in ``out/shards``."""
-    shards = Path(out) / "shards"
-    shards.mkdir(parents=True, exist_ok=True)
-    manifest = {"requests": replay.requests.height, "methods": methods, "n": n, "seed": seed, "batch": batch}
-    mpath = Path(out) / "manifest.json"
-    if mpath.exists() and json.loads(mpath.read_text()) != manifest:
-        raise ValueError(f"{out} holds a replay with other settings ({mpath}); use another --out")
-    mpath.write_text(json.dumps(manifest))
-    chunks = list(range(0, replay.requests.height, batch))
-    for method in methods:
-        for c in tqdm(chunks, desc=f"replay [{method}]", disable=not progress):
-            f = shards / f"{method}-{c // batch:05d}.parquet"
-            if f.exists():
-                continue
-            df = replay.score_chunk(replay.requests[c:c + batch], method, n, seed)
-            tmp = f.with_suffix(".tmp")
-            df.write_parquet(tmp)
-            tmp.rename(f)  # atomic: a crash leaves no half shard
-    return pl.concat([pl.read_parquet(f) for f in sorted(shards.glob("*.parquet"))]).sort("method", "request_idx")
+               unit_size: int = 64, procs: Processes | None = None, progress: bool = True) -> pl.DataFrame | None:
+    """Score every method on every request, resuming from the shards already in ``out/shards``.
+
+    Requests are cut into units by user id (:mod:`ragar.distributed`), so the replay runs on one
+    process or many under ``accelerate launch``; returns the merged scores if this process finished
+    the job (the last one merges), else None."""
+    reqs = replay.requests
+    units = units_for(reqs.height, unit_size)
+    unit = np.asarray([unit_of(u, units) for u in reqs["user_id"]])
+    settings = {"requests": reqs.height, "methods": methods, "n": n, "seed": seed, "batch": batch,
+                "unit_size": unit_size}
+    present = sorted(set(unit.tolist()))
+    job = ShardedJob(out, settings, [(m, u) for m in methods for u in present], procs)
+    todo = list(job.mine())
+    for method, u in tqdm(todo, desc=f"replay [{job.procs.index + 1}/{job.procs.count}]", disable=not progress,
+                          position=job.procs.index):
+        rows = reqs.filter(pl.Series(unit == u))
+        job.write(method, u, pl.concat([replay.score_chunk(rows[lo:lo + batch], method, n, seed)
+                                        for lo in range(0, rows.height, batch)]))
+    if job.pending():
+        return None
+    return job.merge(["method", "request_idx"])
 
 
 def summarize(scores: pl.DataFrame, baselines: tuple[str, ...] = ("uniform", "reference-only"), seed: int = 0

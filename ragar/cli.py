@@ -588,6 +588,72 @@ def generate(
     console.print(f"wrote {out}/index.html")
 
 
+@app.command("generate-batch")
+def generate_batch(
+    users: Annotated[str, typer.Option(help="'all' (every user in the log) or a CSV / parquet / text file with "
+                                            "user_id [and reference_item_id]")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="dataset directory (catalog and log)")],
+    reference: Annotated[str | None, typer.Option(help="the reference item for every user (else a column)")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="candidates per user (best-of-N)")] = None,
+    method: Annotated[str | None, typer.Option(help="ragar | uniform | recency | reference-only")] = None,
+    seed: int = 0,
+    batch: Annotated[int, typer.Option(help="requests per generator call")] = 16,
+    unit_size: Annotated[int, typer.Option(help="users per resumable unit (the unit count depends on the input "
+                                                "only, never on the process count)")] = 64,
+    generator: GeneratorOpt = None,
+    rankers: RankersOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="shards/, images/, manifest.json, merged.parquet")] = Path(
+        "runs/generate-batch"),
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> dict | None:
+    """Personalize for many users: sharded by user id, resumable, one process or many.
+
+    Runs as it is on one process, or under `accelerate launch --multi_gpu --num_processes N
+    $(which ragar) generate-batch ...` (gloo on CPU, NCCL on GPUs). Rerun the same command after a
+    crash: finished units are kept, the rest are redone. The last process to finish merges."""
+    from eval.report import write_json
+    from ragar.distributed import processes
+    from ragar.generation.batch import batch_requests, run_generate_batch
+    from recsys.preference import METHODS
+
+    cfg = get_config(config, set_)
+    method = method or cfg.generation.method
+    if method not in METHODS:
+        raise fail(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    n = cfg.generation.n if n is None else n
+    if not 1 <= n <= cfg.generation.max_n:
+        raise fail(f"--n must be between 1 and {cfg.generation.max_n} (the configured cap), got {n}")
+    if batch < 1 or unit_size < 1:
+        raise fail("--batch and --unit-size must be at least 1")
+    procs = processes()
+    p = _personalizer(cfg, data, generator, rankers)
+    try:
+        reqs = batch_requests(users, sorted(p.known_users), set(p.catalog.ids), reference)
+    except (FileNotFoundError, KeyError, ValueError, OSError) as e:
+        raise fail(str(e).strip("'\"")) from None
+    t0 = time.perf_counter()
+    context = {"data": str(Path(data).resolve()), "generator": str(generator) if generator else "demo",
+               "rankers": str(rankers) if rankers else None}
+    try:
+        merged = run_generate_batch(p, reqs, out, method=method, n=n, seed=seed, batch=batch, unit_size=unit_size,
+                                    procs=procs, context=context)
+    except ValueError as e:
+        raise fail(str(e)) from None
+    if merged is None:
+        console.print(f"process {procs.index + 1}/{procs.count}: its units are done; the last process to finish "
+                      "merges")
+        return None
+    summary = {"rows": merged.height, "users": merged["user_id"].n_unique(), "method": method, "n": n,
+               "processes": procs.count, "seconds_this_process": round(time.perf_counter() - t0, 2),
+               "fallbacks": {k: int(v) for k, v in merged["fallback"].value_counts().iter_rows() if k},
+               "mean_preference_fit": float(np.nanmean(merged["preference_fit"].to_numpy())),
+               "mean_identity": float(np.nanmean(merged["identity"].to_numpy()))}
+    write_json(summary, out / "summary.json")
+    print_table([{k: v for k, v in summary.items() if k != "fallbacks"}], f"generate-batch -> {out}/merged.parquet")
+    return summary
+
+
 @train_app.command("attribute-reader")
 def train_attribute_reader_cmd(
     data: Annotated[Path, typer.Option("--data", "-d", help="a world directory")],
@@ -779,14 +845,21 @@ def eval_replay(
     tradeoff_scales: Annotated[str, typer.Option(help="preference guidance scales for the trade-off plot "
                                                       "('' to skip)")] = "0,1,2,3,5",
     reader: Annotated[Path | None, typer.Option(help="attribute reader (world only; default: shipped)")] = None,
+    unit_size: Annotated[int, typer.Option(help="requests per resumable unit of users (independent of the "
+                                                "process count)")] = 64,
+    gallery: Annotated[bool, typer.Option(help="Finer-Personalization Rank over every render of the world (slow "
+                                               "on a large world: it embeds them all)")] = True,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/replay"),
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> dict:
     """Replay held-out requests from the log: every method generates from the same past with the
     same seeds; semantic, personalization, identity and retrieval metrics; JSON + HTML report.
-    Resumable: rerun the same command after an interruption."""
+    Resumable: rerun the same command after an interruption. Runs on one process or many under
+    `accelerate launch --multi_gpu --num_processes N $(which ragar) eval replay ...`; the last
+    process to finish merges and writes the report."""
     from eval.replay import Replay, replay_requests, run_replay, summarize
+    from ragar.distributed import processes
     from ragar.encoders.efficientnet import EfficientNetLiteEncoder
     from recsys.preference import METHODS
 
@@ -799,13 +872,20 @@ def eval_replay(
         reqs, held = replay_requests(data, requests, cut, seed)
     except (FileNotFoundError, ValueError) as e:
         raise fail(str(e)) from None
+    if unit_size < 1:
+        raise fail("--unit-size must be at least 1")
+    procs = processes()
     p = _personalizer(cfg, data, generator, rankers)
     world, attr = _world_and_reader(data, reader)
-    rp = Replay(p, data, reqs, held, k, EfficientNetLiteEncoder(128), world, attr)
+    rp = Replay(p, data, reqs, held, k, EfficientNetLiteEncoder(128), world, attr, gallery=gallery)
     try:
-        scores = run_replay(rp, wanted, out, n=n, seed=seed)
+        scores = run_replay(rp, wanted, out, n=n, seed=seed, unit_size=unit_size, procs=procs)
     except ValueError as e:
         raise fail(str(e)) from None
+    if scores is None:
+        console.print(f"process {procs.index + 1}/{procs.count}: its units are done; the last process to finish "
+                      "merges and reports")
+        return None
     summary = summarize(scores, seed=seed)
     scales = [float(s) for s in tradeoff_scales.split(",") if s.strip()]
     summary["tradeoff"] = _tradeoff(rp, scales, seed) if scales else []

@@ -1,0 +1,123 @@
+"""Sharded batch jobs: the unit arithmetic, the job state on disk, and real `accelerate launch` runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ragar.distributed import Processes, ShardedJob, stable_seed, unit_of, units_for
+from serving.server import free_port
+
+BIN = Path(sys.executable).parent
+
+
+def test_unit_of_is_sha256_and_covers_every_unit():
+    # by hand: the first 8 bytes of sha256("u000001"), big-endian, mod 7
+    want = int.from_bytes(hashlib.sha256(b"u000001").digest()[:8], "big") % 7
+    assert unit_of("u000001", 7) == want
+    got = {unit_of(f"u{i:06d}", 8) for i in range(400)}
+    assert got == set(range(8))
+
+
+def test_stable_seed_depends_on_the_row_only():
+    a = stable_seed(0, "u1", "item-3")
+    assert a == stable_seed(0, "u1", "item-3") and 0 <= a < 2**31
+    assert len({stable_seed(0, "u1", "item-3"), stable_seed(1, "u1", "item-3"), stable_seed(0, "u2", "item-3"),
+                stable_seed(0, "u1", "item-4")}) == 4
+
+
+def test_units_for_depends_on_rows_not_processes():
+    assert [units_for(r, 64) for r in (1, 64, 65, 640)] == [1, 1, 2, 10]
+    with pytest.raises(ValueError, match="at least 1"):
+        units_for(10, 0)
+
+
+def test_sharded_job_splits_resumes_and_refuses_other_settings(tmp_path):
+    tasks = [("m", u) for u in range(5)]
+    jobs = [ShardedJob(tmp_path, {"seed": 1}, tasks, Processes(r, 2)) for r in range(2)]
+    mine = [list(j.mine()) for j in jobs]
+    assert mine == [[("m", 0), ("m", 2), ("m", 4)], [("m", 1), ("m", 3)]]  # disjoint, and together all
+    with pytest.raises(RuntimeError, match="5 shards are missing"):
+        jobs[0].merge(["x"])
+    for label, u in mine[1]:
+        jobs[1].write(label, u, pl.DataFrame({"x": [u * 10 + 1, u * 10]}))
+    assert jobs[1].pending() == 3 and list(jobs[1].mine()) == []
+    assert not list(tmp_path.joinpath("shards").glob(".*"))  # no temporary file is left behind
+    for label, u in mine[0]:
+        jobs[0].write(label, u, pl.DataFrame({"x": [u * 10]}))
+    assert jobs[0].pending() == 0
+    assert jobs[0].merge(["x"])["x"].to_list() == [0, 10, 11, 20, 30, 31, 40]
+    assert pl.read_parquet(tmp_path / "merged.parquet")["x"].to_list() == [0, 10, 11, 20, 30, 31, 40]
+    with pytest.raises(ValueError, match="other settings"):
+        ShardedJob(tmp_path, {"seed": 2}, tasks)
+
+
+def _batch_args(models: dict, out: Path, reference: str) -> list[str]:
+    return ["generate-batch", "--data", str(models["data"]), "--generator", str(models["generator"]),
+            "--rankers", str(models["rankers"]), "--config", "tiny", "--users", "all", "--reference", reference,
+            "--n", "2", "--batch", "3", "--unit-size", "4", "--set", "generation.num_inference_steps=12",
+            "--out", str(out)]
+
+
+def _launch(args: list[str]) -> list[str]:
+    return [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), str(BIN / "ragar"),
+            *args]
+
+
+def _images(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in (root / "images").rglob("*.png")}
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_world) -> str:
+    return pl.read_parquet(tiny_world / "items.parquet")["item_id"][0]
+
+
+def test_two_processes_killed_midway_resume_to_the_one_process_output(tiny_models, reference, tmp_path):
+    # one thread a process on both sides: accelerate launch sets OMP_NUM_THREADS=1, and the float
+    # summation order of a convolution depends on the thread count (see docs/SCALING.md)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    r = subprocess.run([str(BIN / "ragar"), *_batch_args(tiny_models, single, reference)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    total = json.loads((single / "manifest.json").read_text())["tasks"]
+    assert total >= 6
+
+    proc = subprocess.Popen(_launch(_batch_args(tiny_models, multi, reference)), env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list((multi / "shards").glob("*.parquet"))) >= 2:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers, mid-job
+    proc.wait(timeout=30)
+    done = {p.name: p.stat().st_mtime_ns for p in (multi / "shards").glob("*.parquet")}
+    assert 2 <= len(done) < total, f"the kill should land midway: {len(done)} of {total} units done"
+    assert not (multi / "merged.parquet").exists()
+
+    r = subprocess.run(_launch(_batch_args(tiny_models, multi, reference)), env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # the units finished before the kill were kept, not redone
+    assert {n: (multi / "shards" / n).stat().st_mtime_ns for n in done} == done
+    a, b = pl.read_parquet(single / "merged.parquet"), pl.read_parquet(multi / "merged.parquet")
+    assert b.height == a.height == b.select("user_id", "reference_item_id").n_unique()  # no duplicates, no gaps
+    assert a.equals(b)
+    images = _images(multi)
+    assert sorted(images) == sorted(b["image"].to_list())  # one image a row, none left over from the kill
+    assert images == _images(single)
+    summary = json.loads((multi / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["rows"] == a.height
