@@ -13,7 +13,7 @@ from rich.table import Table
 
 from benchmarks.harness import machine
 
-SUITES = ["preference", "index", "encoders", "ranking", "generation", "identity", "serving"]
+SUITES = ["preference", "index", "encoders", "ranking", "generation", "identity", "serving", "scaleout"]
 
 
 def main() -> None:

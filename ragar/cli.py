@@ -312,6 +312,8 @@ def train_ranker(
     t0 = time.perf_counter()
     items, rd = _ranking_data(cfg, data)
     rankers = _train_and_save(cfg, data, out, items, rd)
+    if rankers is None:  # another process of an `accelerate launch` run: the main one saves and reports
+        return
     (out / "ranker_config.json").write_text(json.dumps({"config": json.loads(cfg.model_dump_json()),
                                                         "data": str(data), "encoder": cfg.encoder.image}, indent=2))
     rows = [{"model": f"lightgbm-{k}", "best_iteration": m.best_iteration} for k, m in rankers.lgbm.items()]
@@ -377,7 +379,12 @@ def train_generator_cmd(
     task = _rank_task(cfg, data, rankers, emb, pairs) if cfg.generator.rank_task else None
     prov = {"command": ctx.command_path, "params": {k: str(v) for k, v in ctx.params.items()}, "data": str(data),
             "world_seed": cfg.world.seed, "encoder": emb.fingerprint}
-    s = train_generator(pairs, out, cfg.generator, resume=not no_resume, provenance=prov, rank_task=task)
+    try:
+        s = train_generator(pairs, out, cfg.generator, resume=not no_resume, provenance=prov, rank_task=task)
+    except ValueError as e:
+        raise fail(str(e)) from None
+    if "pairs" not in s:  # another process of an `accelerate launch` run: the main one saves and reports
+        return
     print_table([{"pairs": s["pairs"], "steps": s["steps"], "resumed from": s["resumed_from"],
                   "first loss": s["first_loss"], "final loss": s["final_loss"],
                   "seconds": round(s["seconds_this_run"], 1)}], f"generator saved to {out}")
@@ -405,9 +412,13 @@ def _rank_task(cfg: RagarConfig, data: Path, rankers: Path, emb, pairs):
 
 
 def _train_and_save(cfg: RagarConfig, data: Path, out: Path, items, rd):
+    from ragar.distributed import processes
     from recsys.ranking.pipeline import train_rankers
 
-    rankers = train_rankers(rd, items, epochs=cfg.ranker.epochs, seed=cfg.ranker.seed, progress=True)
+    procs = processes()  # under `accelerate launch`: the torch rankers train data parallel over the group
+    rankers = train_rankers(rd, items, epochs=cfg.ranker.epochs, seed=cfg.ranker.seed, progress=procs.is_main)
+    if not procs.is_main:
+        return None
     rankers.save_pretrained(out)
     (out / "ranker_config.json").write_text(json.dumps({"config": json.loads(cfg.model_dump_json()),
                                                         "data": str(data), "encoder": cfg.encoder.image}, indent=2))

@@ -12,10 +12,13 @@ user gets does not depend on the batch, the unit or the process that made it.
 from __future__ import annotations
 
 import hashlib
+import json
+import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 
 from ragar.distributed import Processes, ShardedJob, stable_seed, unit_of, units_for
 from ragar.generation.personalize import Personalizer
@@ -88,6 +91,7 @@ def run_generate_batch(p: Personalizer, requests: pl.DataFrame, out: str | Path,
     job = ShardedJob(out, settings, [("gen", u) for u in sorted(requests["unit"].unique().to_list())], procs)
     todo = list(job.mine())
     procs = job.procs
+    started, rows_done = time.time(), 0
     for _, u in tqdm(todo, desc=f"generate-batch [{procs.index + 1}/{procs.count}]", disable=not progress,
                      position=procs.index):
         rows = requests.filter(pl.col("unit") == u)
@@ -111,6 +115,13 @@ def run_generate_batch(p: Personalizer, requests: pl.DataFrame, out: str | Path,
                 "fallback": [r.fallback for r in res], "cold_start_ranker": [r.cold_start_ranker for r in res]},
                 schema_overrides={"fallback": pl.Utf8}))
         job.write("gen", u, pl.concat(parts))  # last: the unit counts as done only with all its images
+        rows_done += rows.height
+    # this process's generation window (wall clock, so windows of several processes line up): the
+    # throughput of the job without start-up (loading the log, the catalog and the models)
+    (out / "timing").mkdir(exist_ok=True)
+    (out / "timing" / f"process-{procs.index}.json").write_text(json.dumps(
+        {"process": procs.index, "processes": procs.count, "units": len(todo), "rows": rows_done, "start": started,
+         "end": time.time(), "torch_threads": torch.get_num_threads()}))
     if job.pending():
         return None
     return job.merge(["user_id", "reference_item_id"])

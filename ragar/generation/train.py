@@ -252,10 +252,16 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
         state = json.loads((ck / "state.json").read_text())
         start, losses, rank_log = state["step"], state["losses"], state.get("rank", [])
         ema.optimization_step = state["ema_optimization_step"]
+    if cfg.batch_size % acc.num_processes:
+        raise ValueError(f"generator.batch_size {cfg.batch_size} must divide evenly over {acc.num_processes} processes")
     unet, adapter, opt = acc.prepare(unet, adapter, opt)
+    # data parallel: every process draws the same global batch from (seed, step) and takes its own
+    # slice, so N processes compute the gradient of the same batch as one (averaged by DDP)
+    mine = slice(acc.process_index, None, acc.num_processes)
     n = len(pairs.targets)
     t0 = time.perf_counter()
-    bar = tqdm(range(start, cfg.steps), desc="train generator", disable=not progress, initial=start, total=cfg.steps)
+    bar = tqdm(range(start, cfg.steps), desc="train generator", disable=not (progress and acc.is_main_process),
+               initial=start, total=cfg.steps)
     for step in bar:
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # batch depends on (seed, step) only
         idx = torch.randint(n, (cfg.batch_size,), generator=g)
@@ -264,6 +270,8 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
         t = torch.randint(cfg.num_train_timesteps, (len(idx),), generator=g)
         drop_r = torch.rand(len(idx), generator=g) < cfg.drop_reference
         drop_p = torch.rand(len(idx), generator=g) < cfg.drop_preference
+        idx, x0, ref, pref, noise, t, drop_r, drop_p = (a[mine] for a in (idx, x0, ref, pref, noise, t, drop_r,
+                                                                          drop_p))
         with acc.accumulate(unet):
             xt = scheduler.add_noise(x0, noise, t).contiguous(memory_format=torch.channels_last)
             cond = adapter(ref.to(acc.device), pref.to(acc.device), drop_r.to(acc.device), drop_p.to(acc.device))
@@ -279,16 +287,21 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
             opt.step()
             opt.zero_grad()
         ema.step(params)
-        losses.append(loss.item())
+        losses.append(acc.reduce(loss.detach(), "mean").item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}",
                         **({"rank": f"{np.mean([r[0] for r in rank_log[-20:]]):.3f}"} if rank_log else {}))
         done = step + 1
+        if not acc.is_main_process:
+            continue
         if done % cfg.sample_every == 0:
             sample_grid(acc.unwrap_model(unet), acc.unwrap_model(adapter), pairs, cfg).save(out / f"samples-{done}.png")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             save_checkpoint(out / f"checkpoint-{done}", done, acc.unwrap_model(unet), acc.unwrap_model(adapter), opt,
                             ema, losses, rank_log)
     bar.close()
+    acc.wait_for_everyone()
+    if not acc.is_main_process:
+        return {"steps": cfg.steps, "process": acc.process_index}
     # the released weights are the EMA weights
     ema.copy_to(params)
     acc.unwrap_model(unet).save_pretrained(out / "unet")
@@ -298,7 +311,7 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
                "final_loss": float(np.mean(losses[-20:])) if losses else None,
                "first_loss": float(np.mean(losses[:20])) if losses else None,
                "seconds_this_run": time.perf_counter() - t0, "pairs": n, "config": cfg.model_dump(),
-               "torch_threads": torch.get_num_threads(), "device": str(acc.device),
+               "torch_threads": torch.get_num_threads(), "device": str(acc.device), "processes": acc.num_processes,
                "rank_loss_final": float(np.mean([r[0] for r in rank_log[-50:]])) if rank_log else None,
                "rank_win_rate_final": float(np.mean([r[1] for r in rank_log[-50:]])) if rank_log else None,
                "rank_win_rate_first": float(np.mean([r[1] for r in rank_log[:50]])) if rank_log else None,

@@ -197,23 +197,48 @@ def _train_din(model, cand, hist_pos, hist_mask, stats, labels, position, image_
     rr = torch.from_numpy(np.arange(len(cand)) if request_row is None else np.asarray(request_row, np.int64))
     per_sample = [torch.from_numpy(a) for a in (cand, stats, labels.astype(np.float32), position.astype(np.int64))]
     n = len(labels)
+    rank, world = _data_parallel()
     losses = []
     model.train()
     for ep in range(epochs):
         perm = torch.randperm(n, generator=g)
         total = 0.0
-        for lo in tqdm(range(0, n, batch_size), desc=f"din epoch {ep + 1}", disable=not progress):
-            idx = perm[lo:lo + batch_size]
+        for lo in tqdm(range(0, n, batch_size), desc=f"din epoch {ep + 1}", disable=not progress or rank > 0):
+            batch = perm[lo:lo + batch_size]
+            idx = batch[rank::world]  # data parallel: this process's slice of the same global batch
             c, st, y, ps = (t[idx] for t in per_sample)
             hp, hm, kp, km = (t[rr[idx]] for t in per_req)
-            loss = model.log_likelihood_loss(model.forward_positions(c, hp, hm, itable, table, st, kp, km), ps, y)
+            # summed over the slice and divided by the global batch size, so the all-reduced gradient
+            # is the gradient of the global batch mean whatever the slice sizes
+            if len(idx):
+                nll = model.log_likelihood_loss(model.forward_positions(c, hp, hm, itable, table, st, kp, km), ps, y)
+                loss = nll * (len(idx) / len(batch))
+            else:  # a last batch smaller than the process count: this process adds nothing
+                loss = sum((p * 0).sum() for p in model.parameters())
             opt.zero_grad()
             loss.backward()
+            if world > 1:
+                _all_reduce_sum([p.grad for p in model.parameters() if p.grad is not None])
+                loss = _all_reduce_sum([loss.detach()])[0]
             opt.step()
-            total += loss.item() * len(idx)
+            total += loss.item() * len(batch)
         losses.append(total / n)
     model.eval()
     return losses
+
+
+def _data_parallel() -> tuple[int, int]:
+    """(rank, world size) of the process group a launcher (``accelerate launch``) formed, else (0, 1)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_sum(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    for t in tensors:
+        torch.distributed.all_reduce(t)
+    return tensors
 
 
 def _per_request(hist_pos, hist_mask, skip_pos, skip_mask) -> list[torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Sharded batch jobs: the unit arithmetic, the job state on disk, and real `accelerate launch` runs."""
+"""Sharded batch jobs and data-parallel training: the unit arithmetic, the job state on disk, and real
+`accelerate launch` runs of 2 processes over gloo on the CPU."""
 
 from __future__ import annotations
 
@@ -121,3 +122,48 @@ def test_two_processes_killed_midway_resume_to_the_one_process_output(tiny_model
     assert images == _images(single)
     summary = json.loads((multi / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["rows"] == a.height
+
+
+def test_two_process_generator_training_matches_one_process(tiny_world, tmp_path):
+    """Data parallel over gloo: each process takes its slice of the same global batch, DDP averages
+    the gradients, so 2 processes train the weights 1 process does (to float rounding)."""
+    from safetensors.torch import load_file
+
+    from tests.conftest import TINY_GENERATOR
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    args = ["train", "generator", "--data", str(tiny_world), "--config", "tiny", "--steps", "4", *TINY_GENERATOR,
+            "--set", "generator.ema_decay=0"]  # the released (EMA) weights are then the trained ones
+    r = subprocess.run([str(BIN / "ragar"), *args, "--out", str(tmp_path / "one")], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(_launch([*args, "--out", str(tmp_path / "two")]), env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "training.json").read_text()) for d in ("one", "two"))
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert two["final_loss"] == pytest.approx(one["final_loss"], abs=1e-5)
+    a, b = (load_file(str(tmp_path / d / "unet" / "diffusion_pytorch_model.safetensors")) for d in ("one", "two"))
+    assert a.keys() == b.keys()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
+
+
+def test_two_process_ranker_training_matches_one_process(tiny_world, tmp_path):
+    """The torch ranker trains data parallel (gradients all-reduced over gloo); only the main
+    process writes, and the result is the one-process model to float rounding."""
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    args = ["train", "ranker", "--data", str(tiny_world), "--config", "tiny"]
+    r = subprocess.run([str(BIN / "ragar"), *args, "--out", str(tmp_path / "one")], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(_launch([*args, "--out", str(tmp_path / "two")]), env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count("rankers saved to") == 1  # one process reports and saves
+    one, two = (json.loads((tmp_path / d / "rankers.json").read_text()) for d in ("one", "two"))
+    assert two["din_losses"]["ragar"] == pytest.approx(one["din_losses"]["ragar"], abs=1e-5)
+    for variant in ("ragar", "uniform"):
+        a, b = (load_file(str(next((tmp_path / d / f"din-{variant}").glob("*.safetensors")))) for d in ("one", "two"))
+        assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4

@@ -1,0 +1,91 @@
+"""Scale-out: ``ragar generate-batch`` on the large world (100k items, 5.7M interactions) with 2
+processes under ``accelerate launch`` (gloo, one thread each) against 1 process (all cores), the
+same users, seeds and settings, measured in the same run; plus the peak memory of each.
+
+Throughput is users per second over the generation window (from the first unit started to the
+last one written, across processes: ``timing/process-*.json``), and end to end (with start-up:
+reading the 5.7M-row log, the cached catalog embeddings and the models). The large world is read
+from ``$RAGAR_LARGE_WORLD`` or ``runs/large/world``, built there when missing (about 2 minutes);
+its catalog embeddings are cached on first use. ``--quick`` runs the tiny world instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+from benchmarks.harness import Row
+from serving.server import free_port
+
+BIN = Path(sys.executable).parent
+
+
+def _world(quick: bool, tmp: Path) -> tuple[Path, str]:
+    if quick:
+        root = tmp / "tiny-world"
+        subprocess.run([str(BIN / "ragar"), "world", "build", "--size", "tiny", "--out", str(root)], check=True,
+                       capture_output=True)
+        return root, "tiny"
+    root = Path(os.environ.get("RAGAR_LARGE_WORLD", "runs/large/world"))
+    if not (root / "world.json").exists():
+        subprocess.run([str(BIN / "ragar"), "world", "build", "--size", "large", "--out", str(root)], check=True)
+    return root, "large"
+
+
+#: runs argv[2:], then writes the largest ru_maxrss (KiB) of its descendants to argv[1]
+_PEAK = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
+         "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(rc)")
+
+
+def _run(cmd: list[str], out: Path) -> dict:
+    """Wall time of the command, its generation window, and the peak RSS of its largest process."""
+    rss = out.parent / f"{out.name}.maxrss"
+    t = time.perf_counter()
+    # a fresh parent per command, so RUSAGE_CHILDREN holds this command's processes alone
+    r = subprocess.run([sys.executable, "-c", _PEAK, str(rss), *cmd], capture_output=True, text=True,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    wall = time.perf_counter() - t
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])}... failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    timing = [json.loads(p.read_text()) for p in (out / "timing").glob("process-*.json")]
+    window = max(x["end"] for x in timing) - min(x["start"] for x in timing)
+    rows = pl.read_parquet(out / "merged.parquet").height
+    return {"wall_s": wall, "window_s": window, "rows": rows, "users_per_s": rows / window,
+            "users_per_s_end_to_end": rows / wall, "peak_rss_gib": int(rss.read_text()) / 2**20,
+            "threads": [x["torch_threads"] for x in timing]}
+
+
+def run(quick: bool = False) -> list[Row]:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        world, config = _world(quick, tmp)
+        users = pl.read_parquet(world / "users.parquet")["user_id"].sort().head(24 if quick else 192)
+        (tmp / "users.txt").write_text("\n".join(users) + "\n")
+        reference = pl.read_parquet(world / "items.parquet", columns=["item_id"])["item_id"][0]
+        args = ["generate-batch", "--data", str(world), "--config", config, "--users", str(tmp / "users.txt"),
+                "--reference", reference, "--n", "1", "--batch", "16", "--unit-size", "4" if quick else "16"]
+        if quick:
+            args += ["--set", "generation.num_inference_steps=5"]
+        one = _run([str(BIN / "ragar"), *args, "--out", str(tmp / "one")], tmp / "one")
+        two = _run([str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                    "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+                    str(BIN / "ragar"), *args, "--out", str(tmp / "two")], tmp / "two")
+    name = f"generate-batch ({config} world, {one['rows']} users)"
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"scaleout-{config}.json").write_text(json.dumps({"one_process": one, "two_processes": two}, indent=2))
+    return [
+        Row(name, "users/s, 2 processes x 1 thread", two["users_per_s"], "users/s", "1 process x 2 threads",
+            one["users_per_s"]),
+        Row(name, "users/s end to end, 2 processes", two["users_per_s_end_to_end"], "users/s",
+            "1 process, end to end", one["users_per_s_end_to_end"]),
+        Row(name, "peak RSS of the largest process, 2 processes", two["peak_rss_gib"], "GiB", "1 process",
+            one["peak_rss_gib"], higher_is_better=False),
+    ]
