@@ -52,8 +52,11 @@ def _run(cmd: list[str], out: Path) -> dict:
     r = subprocess.run([sys.executable, "-c", _PEAK, str(rss), *cmd], capture_output=True, text=True,
                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
     wall = time.perf_counter() - t
+    log = Path(__file__).parent / "results" / f"scaleout-{out.name}.log"
+    log.parent.mkdir(exist_ok=True)
+    log.write_text(r.stdout + "\n--- stderr ---\n" + r.stderr)
     if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:6])}... failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(cmd[:6])}... failed (exit {r.returncode}); full output in {log}")
     timing = [json.loads(p.read_text()) for p in (out / "timing").glob("process-*.json")]
     window = max(x["end"] for x in timing) - min(x["start"] for x in timing)
     rows = pl.read_parquet(out / "merged.parquet").height

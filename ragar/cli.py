@@ -658,11 +658,40 @@ def generate_batch(
     summary = {"rows": merged.height, "users": merged["user_id"].n_unique(), "method": method, "n": n,
                "processes": procs.count, "seconds_this_process": round(time.perf_counter() - t0, 2),
                "fallbacks": {k: int(v) for k, v in merged["fallback"].value_counts().iter_rows() if k},
-               "mean_preference_fit": float(np.nanmean(merged["preference_fit"].to_numpy())),
-               "mean_identity": float(np.nanmean(merged["identity"].to_numpy()))}
+               "mean_preference_fit": merged["preference_fit"].fill_nan(None).mean(),  # None without rankers
+               "mean_identity": merged["identity"].fill_nan(None).mean()}
     write_json(summary, out / "summary.json")
+    _batch_report(merged, summary, p, out)
     print_table([{k: v for k, v in summary.items() if k != "fallbacks"}], f"generate-batch -> {out}/merged.parquet")
+    console.print(f"wrote {out}/index.html")
     return summary
+
+
+def _batch_report(merged, summary: dict, p, out: Path, show: int = 32) -> None:
+    """The first users' images with their scores, and the score distributions, as one page."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from eval.report import HtmlReport
+
+    rep = HtmlReport(f"generate-batch: {summary['rows']} rows ({summary['method']}, n={summary['n']})")
+    rep.paragraph(f"{summary['users']} users on {summary['processes']} process(es); fallbacks: "
+                  f"{summary['fallbacks'] or 'none'}. Every row is in merged.parquet; images under images/.")
+    refs = merged["reference_item_id"].unique().sort().to_list()[:8]
+    rep.heading("References").gallery([(np.asarray(Image.open(p.reference_images[r]).convert("RGB")), r)
+                                       for r in refs])
+    head = merged.head(show)
+    rep.heading(f"The first {head.height} rows")
+    rep.gallery([(np.asarray(Image.open(out / img).convert("RGB")), f"{u} fit={f:.3f} id={i:.3f}")
+                 for u, img, f, i in head.select("user_id", "image", "preference_fit", "identity").iter_rows()])
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for ax, col in zip(axes, ("preference_fit", "identity"), strict=True):
+        v = merged[col].to_numpy()
+        ax.hist(v[~np.isnan(v)], bins=30)
+        ax.set_title(col)
+    fig.tight_layout()
+    rep.figure(fig, "the chosen candidate's scores over all rows")
+    rep.write(out / "index.html")
 
 
 @train_app.command("attribute-reader")

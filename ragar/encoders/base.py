@@ -83,10 +83,12 @@ def fingerprint(name: str, config: dict[str, Any], state: dict[str, torch.Tensor
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
     if state:
         for k in sorted(state):
-            v = state[k].detach().float().flatten()
+            # summed by numpy in float64: a torch reduction's order (and so its last bits) follows
+            # the thread count, and the same weights must give the same fingerprint in a process
+            # with 1 thread (under `accelerate launch`) and one with all cores
+            v = state[k].detach().float().flatten().numpy().astype(np.float64)
             h.update(k.encode())
-            h.update(np.asarray([v.numel(), float(v.sum()), float(v.abs().sum()),
-                                 float(v[: 64].sum())], np.float64).tobytes())
+            h.update(np.asarray([v.size, v.sum(), np.abs(v).sum(), v[:64].sum()], np.float64).tobytes())
     return h.hexdigest()[:16]
 
 

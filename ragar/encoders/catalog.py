@@ -10,6 +10,7 @@ and its cosine is the ``a``-weighted mix of image and text cosines.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,10 +57,14 @@ def _cached(root: Path, kind: str, fp: str, ids: np.ndarray, compute) -> np.ndar
             return np.load(vec_path, allow_pickle=False)
     vec = compute()
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = vec_path.with_suffix(".tmp.npy")
-    np.save(tmp, vec)
-    pl.DataFrame({"item_id": ids}).write_parquet(id_path)
-    tmp.replace(vec_path)  # atomic: a crash never leaves a half-written cache behind
+    # temporary names of this process's own, then atomic renames: a crash never leaves a half-written
+    # cache, and processes of one `accelerate launch` filling the same cache never trip over each other
+    tag = f"{os.getpid()}.tmp"
+    tmp_vec, tmp_ids = vec_path.with_suffix(f".{tag}.npy"), id_path.with_suffix(f".{tag}.parquet")
+    np.save(tmp_vec, vec)
+    pl.DataFrame({"item_id": ids}).write_parquet(tmp_ids)
+    os.replace(tmp_ids, id_path)
+    os.replace(tmp_vec, vec_path)
     return vec
 
 

@@ -120,6 +120,7 @@ def test_two_processes_killed_midway_resume_to_the_one_process_output(tiny_model
     images = _images(multi)
     assert sorted(images) == sorted(b["image"].to_list())  # one image a row, none left over from the kill
     assert images == _images(single)
+    assert (multi / "index.html").exists()
     summary = json.loads((multi / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["rows"] == a.height
 
@@ -167,3 +168,43 @@ def test_two_process_ranker_training_matches_one_process(tiny_world, tmp_path):
     for variant in ("ragar", "uniform"):
         a, b = (load_file(str(next((tmp_path / d / f"din-{variant}").glob("*.safetensors")))) for d in ("one", "two"))
         assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
+
+
+def test_batch_requests_reads_files_and_names_bad_input(tmp_path):
+    from ragar.generation.batch import batch_requests
+
+    known, catalog = ["u1", "u2", "u3"], {"i1", "i2"}
+    got = batch_requests("all", known, catalog, "i1")
+    assert got.rows() == [("u1", "i1"), ("u2", "i1"), ("u3", "i1")]
+    (tmp_path / "u.csv").write_text("user_id,reference_item_id\nu2,i2\n007,i1\nu2,i2\n")
+    got = batch_requests(tmp_path / "u.csv", known, catalog)
+    assert got.rows() == [("007", "i1"), ("u2", "i2")]  # ids stay strings; duplicates dropped; unknown users kept
+    (tmp_path / "u.txt").write_text("u3\n\nu1\n")
+    assert batch_requests(tmp_path / "u.txt", known, catalog, "i2")["user_id"].to_list() == ["u1", "u3"]
+    with pytest.raises(KeyError, match="unknown reference items: nope"):
+        batch_requests("all", known, catalog, "nope")
+    with pytest.raises(ValueError, match="no reference_item_id column"):
+        batch_requests(tmp_path / "u.txt", known, catalog)
+    (tmp_path / "bad.csv").write_text("uid\nu1\n")
+    with pytest.raises(ValueError, match="no user_id column"):
+        batch_requests(tmp_path / "bad.csv", known, catalog, "i1")
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ValueError, match="no users"):
+        batch_requests(tmp_path / "empty.txt", known, catalog, "i1")
+    with pytest.raises(FileNotFoundError, match="no such users file"):
+        batch_requests(tmp_path / "missing.csv", known, catalog, "i1")
+
+
+def test_generate_batch_cli_errors(tiny_models, reference, tmp_path):
+    from typer.testing import CliRunner
+
+    from ragar.cli import app
+
+    runner = CliRunner()
+    args = _batch_args(tiny_models, tmp_path / "out", reference)
+    r = runner.invoke(app, [*args, "--n", "99"])
+    assert r.exit_code == 2 and "configured cap" in r.output
+    r = runner.invoke(app, [*[a if a != reference else "no-such-item" for a in args]])
+    assert r.exit_code == 2 and "unknown reference items: no-such-item" in r.output
+    r = runner.invoke(app, [*args, "--method", "best"])
+    assert r.exit_code == 2 and "unknown method" in r.output

@@ -148,3 +148,24 @@ def test_contrastive_encoder_trains_saves_and_loads(tiny_world, tmp_path):
     assert again.fingerprint == enc.fingerprint
     with pytest.raises(FileNotFoundError, match="no trained small-conv model"):
         build_image_encoder.__wrapped__(f"contrastive:{tmp_path / 'none'}")
+
+
+def test_fingerprint_does_not_depend_on_the_thread_count():
+    """Under `accelerate launch` each process has one thread; its cache keys must match a run with
+    all cores, or every process re-embeds the catalog (a torch sum's last bits follow the threads)."""
+    import torch
+
+    from ragar.encoders.base import fingerprint
+
+    g = torch.Generator().manual_seed(0)
+    state = {"w": torch.randn(1_000_000, generator=g) * 0.05, "b": torch.randn(7, generator=g)}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fingerprint("x", {}, state)
+        torch.set_num_threads(max(2, threads))
+        many = fingerprint("x", {}, state)
+    finally:
+        torch.set_num_threads(threads)
+    assert one == many
+    assert fingerprint("x", {}, {**state, "b": state["b"] + 1e-3}) != one
