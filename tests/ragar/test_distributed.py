@@ -71,8 +71,8 @@ def _batch_args(models: dict, out: Path, reference: str) -> list[str]:
 
 def _launch(args: list[str]) -> list[str]:
     return [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), str(BIN / "ragar"),
-            *args]
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+            str(BIN / "ragar"), *args]
 
 
 def _images(root: Path) -> dict[str, str]:
@@ -208,3 +208,22 @@ def test_generate_batch_cli_errors(tiny_models, reference, tmp_path):
     assert r.exit_code == 2 and "unknown reference items: no-such-item" in r.output
     r = runner.invoke(app, [*args, "--method", "best"])
     assert r.exit_code == 2 and "unknown method" in r.output
+
+
+def test_two_process_replay_merges_to_the_one_process_scores(tiny_models, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    args = ["eval", "replay", "--data", str(tiny_models["data"]), "--generator", str(tiny_models["generator"]),
+            "--rankers", str(tiny_models["rankers"]), "--config", "tiny", "--requests", "12",
+            "--tradeoff-scales", "0", "--unit-size", "4", "--set", "generation.num_inference_steps=5"]
+    r = subprocess.run([str(BIN / "ragar"), *args, "--out", str(tmp_path / "one")], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(_launch([*args, "--out", str(tmp_path / "two")]), env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    a, b = (pl.read_parquet(tmp_path / d / "merged.parquet") for d in ("one", "two"))
+    assert a.height == 36 and a.equals(b)  # 12 requests x 3 methods
+    one, two = (json.loads((tmp_path / d / "replay.json").read_text()) for d in ("one", "two"))
+    assert one["rows"] == two["rows"] and one["differences"] == two["differences"]
+    tasks = json.loads((tmp_path / "two" / "manifest.json").read_text())["tasks"]
+    assert tasks % 3 == 0 and len(list((tmp_path / "two" / "shards").glob("*.parquet"))) == tasks
