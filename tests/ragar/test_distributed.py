@@ -75,6 +75,19 @@ def _launch(args: list[str]) -> list[str]:
             str(BIN / "ragar"), *args]
 
 
+def _one_then_two(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """``ragar ARGS`` on one process into tmp/one, then on two under accelerate launch into tmp/two,
+    one thread a process on both sides (the float summation order follows the thread count)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([str(BIN / "ragar"), *args, "--out", str(tmp_path / "one")], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(_launch([*args, "--out", str(tmp_path / "two")]), env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
 def _images(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in (root / "images").rglob("*.png")}
@@ -132,15 +145,9 @@ def test_two_process_generator_training_matches_one_process(tiny_world, tmp_path
 
     from tests.conftest import TINY_GENERATOR
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     args = ["train", "generator", "--data", str(tiny_world), "--config", "tiny", "--steps", "4", *TINY_GENERATOR,
             "--set", "generator.ema_decay=0"]  # the released (EMA) weights are then the trained ones
-    r = subprocess.run([str(BIN / "ragar"), *args, "--out", str(tmp_path / "one")], env=env, capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run(_launch([*args, "--out", str(tmp_path / "two")]), env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _one_then_two(args, tmp_path)
     one, two = (json.loads((tmp_path / d / "training.json").read_text()) for d in ("one", "two"))
     assert (one["processes"], two["processes"]) == (1, 2)
     assert two["final_loss"] == pytest.approx(one["final_loss"], abs=1e-5)
@@ -154,14 +161,8 @@ def test_two_process_ranker_training_matches_one_process(tiny_world, tmp_path):
     process writes, and the result is the one-process model to float rounding."""
     from safetensors.torch import load_file
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     args = ["train", "ranker", "--data", str(tiny_world), "--config", "tiny"]
-    r = subprocess.run([str(BIN / "ragar"), *args, "--out", str(tmp_path / "one")], env=env, capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run(_launch([*args, "--out", str(tmp_path / "two")]), env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    r = _one_then_two(args, tmp_path)
     assert r.stdout.count("rankers saved to") == 1  # one process reports and saves
     one, two = (json.loads((tmp_path / d / "rankers.json").read_text()) for d in ("one", "two"))
     assert two["din_losses"]["ragar"] == pytest.approx(one["din_losses"]["ragar"], abs=1e-5)
@@ -211,16 +212,10 @@ def test_generate_batch_cli_errors(tiny_models, reference, tmp_path):
 
 
 def test_two_process_replay_merges_to_the_one_process_scores(tiny_models, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     args = ["eval", "replay", "--data", str(tiny_models["data"]), "--generator", str(tiny_models["generator"]),
             "--rankers", str(tiny_models["rankers"]), "--config", "tiny", "--requests", "12",
             "--tradeoff-scales", "0", "--unit-size", "4", "--set", "generation.num_inference_steps=5"]
-    r = subprocess.run([str(BIN / "ragar"), *args, "--out", str(tmp_path / "one")], env=env, capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run(_launch([*args, "--out", str(tmp_path / "two")]), env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _one_then_two(args, tmp_path)
     a, b = (pl.read_parquet(tmp_path / d / "merged.parquet") for d in ("one", "two"))
     assert a.height == 36 and a.equals(b)  # 12 requests x 3 methods
     one, two = (json.loads((tmp_path / d / "replay.json").read_text()) for d in ("one", "two"))
