@@ -29,7 +29,7 @@ from eval.generation import world_metrics
 from eval.metrics.clpips import pair_layer_distances
 from eval.metrics.identity import IdentityGallery
 from eval.metrics.semantic import embedding_similarity, history_similarity, ssim
-from ragar.distributed import Processes, ShardedJob, unit_of, units_for
+from ragar.distributed import Processes, ShardedJob, assign_units
 from ragar.generation.personalize import Personalizer
 from recsys.data.io import scan_interactions
 from recsys.data.schema import POSITIVE_EVENTS
@@ -153,8 +153,7 @@ def run_replay(replay: Replay, methods: list[str], out: str | Path, n: int = 1, 
     process or many under ``accelerate launch``; returns the merged scores if this process finished
     the job (the last one merges), else None."""
     reqs = replay.requests
-    units = units_for(reqs.height, unit_size)
-    unit = np.asarray([unit_of(u, units) for u in reqs["user_id"]])
+    unit = assign_units(reqs["user_id"].to_list(), unit_size)
     settings = {"requests": reqs.height, "methods": methods, "n": n, "seed": seed, "batch": batch,
                 "unit_size": unit_size}
     present = sorted(set(unit.tolist()))

@@ -24,11 +24,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 
@@ -50,21 +50,22 @@ def units_for(rows: int, unit_size: int) -> int:
     return max(1, -(-rows // unit_size))
 
 
+def assign_units(user_ids: Sequence[str], unit_size: int) -> np.ndarray:
+    """The unit of each row, for ``len(user_ids)`` rows cut into units of about ``unit_size``."""
+    units = units_for(len(user_ids), unit_size)
+    return np.asarray([unit_of(u, units) for u in user_ids], dtype=np.int64)
+
+
 @dataclass
 class Processes:
     """This process's place among the launched ones."""
 
     index: int = 0
     count: int = 1
-    _state: object | None = None
 
     @property
     def is_main(self) -> bool:
         return self.index == 0
-
-    def barrier(self) -> None:
-        if self._state is not None and self.count > 1:
-            self._state.wait_for_everyone()
 
 
 def processes() -> Processes:
@@ -78,7 +79,7 @@ def processes() -> Processes:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())
-    return Processes(state.process_index, state.num_processes, state)
+    return Processes(state.process_index, state.num_processes)
 
 
 class ShardedJob:
@@ -100,8 +101,8 @@ class ShardedJob:
             if old.get("settings") != settings:
                 raise ValueError(f"{self.out} holds a job with other settings ({mpath}); use another --out")
         else:
-            _write_atomic(mpath, json.dumps({"settings": settings, "tasks": len(tasks)}, indent=2, default=str),
-                          self.procs.index)
+            text = json.dumps({"settings": settings, "tasks": len(tasks)}, indent=2)
+            self._replace(mpath, lambda tmp: tmp.write_text(text))
 
     def path(self, label: str, unit: int) -> Path:
         return self.shards / f"{label}-{unit:05d}.parquet"
@@ -120,9 +121,7 @@ class ShardedJob:
 
     def write(self, label: str, unit: int, table: pl.DataFrame) -> None:
         """Atomically: a reader (or a resumed run) sees the whole table or nothing."""
-        tmp = self.shards / f".{label}-{unit:05d}.{self.procs.index}.tmp"
-        table.write_parquet(tmp)
-        os.replace(tmp, self.path(label, unit))
+        self._replace(self.path(label, unit), table.write_parquet)
 
     def merge(self, sort_by: list[str]) -> pl.DataFrame:
         """Every task's table, concatenated and sorted; written as ``merged.parquet``."""
@@ -132,13 +131,12 @@ class ShardedJob:
                                "rerun the same command to finish them")
         merged = pl.concat([pl.read_parquet(self.path(label, unit)) for label, unit in self.tasks],
                            how="vertical_relaxed").sort(sort_by)
-        tmp = self.out / f".merged.{self.procs.index}.tmp"
-        merged.write_parquet(tmp)
-        os.replace(tmp, self.out / "merged.parquet")
+        self._replace(self.out / "merged.parquet", merged.write_parquet)
         return merged
 
-
-def _write_atomic(path: Path, text: str, tag: int) -> None:
-    tmp = path.with_name(f".{path.name}.{tag}.{time.monotonic_ns()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    def _replace(self, path: Path, write: Callable[[Path], object]) -> None:
+        """``write`` to a temporary name of this process's own, then rename over ``path``: readers
+        and resumed runs see the whole file or none, and processes never share a temporary file."""
+        tmp = path.with_name(f".{path.name}.{self.procs.index}.{os.getpid()}.tmp")
+        write(tmp)
+        os.replace(tmp, path)

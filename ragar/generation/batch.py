@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from ragar.distributed import Processes, ShardedJob, stable_seed, unit_of, units_for
+from ragar.distributed import Processes, ShardedJob, assign_units, stable_seed, units_for
 from ragar.generation.personalize import Personalizer
 
 #: the columns of every shard and of ``merged.parquet``
@@ -83,9 +83,8 @@ def run_generate_batch(p: Personalizer, requests: pl.DataFrame, out: str | Path,
     from tqdm.auto import tqdm
 
     out = Path(out)
+    requests = requests.with_columns(pl.Series("unit", assign_units(requests["user_id"].to_list(), unit_size)))
     units = units_for(requests.height, unit_size)
-    requests = requests.with_columns(pl.col("user_id").map_elements(lambda u: unit_of(u, units), return_dtype=pl.Int64)
-                                     .alias("unit"))
     settings = {"requests": requests.height, "requests_sha256": _frame_digest(requests), "method": method, "n": n,
                 "seed": seed, "batch": batch, "unit_size": unit_size, "units": units, **(context or {})}
     job = ShardedJob(out, settings, [("gen", u) for u in sorted(requests["unit"].unique().to_list())], procs)

@@ -265,13 +265,13 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     for step in bar:
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # batch depends on (seed, step) only
         idx = torch.randint(n, (cfg.batch_size,), generator=g)
-        x0, ref, pref = pairs.targets[idx], pairs.reference[idx], pairs.preference[idx]
-        noise = torch.randn(x0.shape, generator=g)
+        noise = torch.randn((len(idx), *pairs.targets.shape[1:]), generator=g)
         t = torch.randint(cfg.num_train_timesteps, (len(idx),), generator=g)
         drop_r = torch.rand(len(idx), generator=g) < cfg.drop_reference
         drop_p = torch.rand(len(idx), generator=g) < cfg.drop_preference
-        idx, x0, ref, pref, noise, t, drop_r, drop_p = (a[mine] for a in (idx, x0, ref, pref, noise, t, drop_r,
-                                                                          drop_p))
+        # the whole batch's random draws, then only this process's rows are gathered
+        idx, noise, t, drop_r, drop_p = (a[mine] for a in (idx, noise, t, drop_r, drop_p))
+        x0, ref, pref = pairs.targets[idx], pairs.reference[idx], pairs.preference[idx]
         with acc.accumulate(unet):
             xt = scheduler.add_noise(x0, noise, t).contiguous(memory_format=torch.channels_last)
             cond = adapter(ref.to(acc.device), pref.to(acc.device), drop_r.to(acc.device), drop_p.to(acc.device))
