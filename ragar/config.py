@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ragar.generation.personal_encoder import PersonalizeEncoderConfig
 from ragar.generation.personalize import GenerationConfig
 from ragar.generation.train import GeneratorConfig
 from recsys.preference import PreferenceConfig
@@ -86,6 +87,7 @@ class RagarConfig(BaseModel):
     ranker: RankerConfig = Field(default_factory=RankerConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    personalize_encoder: PersonalizeEncoderConfig = Field(default_factory=PersonalizeEncoderConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
 
 

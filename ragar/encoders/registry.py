@@ -1,5 +1,6 @@
 """Build encoders from config strings (``efficientnet-lite0``, ``clip:<dir>``, ``siglip:<dir>``,
-``minilm``, ``none``, or a sentence-transformers directory)."""
+``personalized:<dir>`` (``ragar personalize-encoder``), ``minilm``, ``none``, or a sentence-transformers
+directory)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,16 @@ def build_image_encoder(spec: str, image_size: int = 224) -> ImageEncoder:
 
         shipped = Path(__file__).resolve().parents[1] / "weights" / "demo-nearid"
         return NearIDEncoder(shipped if path == "demo" else path)
+    if kind == "personalized" and path:
+        from ragar.encoders.lora import PersonalizedEncoder
+
+        return PersonalizedEncoder(path)
     if kind in ("clip", "siglip") and path:
         from ragar.encoders.hf_vision import HFVisionEncoder
 
         return HFVisionEncoder(path, kind)
     raise ValueError(f"unknown image encoder {spec!r}: use efficientnet-lite0, contrastive:<dir>, nearid:<dir>, "
-                     "clip:<dir> or siglip:<dir>")
+                     "personalized:<dir>, clip:<dir> or siglip:<dir>")
 
 
 @lru_cache(maxsize=4)
