@@ -41,15 +41,15 @@ class LoraTrainingConfig(BaseModel):
     rank: int = Field(8, ge=1)
     alpha: int = Field(16, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
-    first_block: int = Field(12, ge=0, le=16, description="LoRA on EfficientNet-Lite0 blocks >= this (of 16) "
+    first_block: int = Field(15, ge=0, le=16, description="LoRA on EfficientNet-Lite0 blocks >= this (of 16) "
                              "and on the head conv")
     image_size: int = Field(128, ge=32, le=512)
-    steps: int = Field(120, ge=1)
+    steps: int = Field(30, ge=1)
     anchors_per_step: int = Field(32, ge=1, description="real images (augmented) per step, one positive each")
     negatives_per_step: int = Field(96, ge=1, description="negatives shared by the step's anchors")
     hard_negative_share: float = Field(0.5, ge=0, le=1, description="of the negatives, drawn from the hardest "
                                        "quarter under the base encoder")
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(5e-4, gt=0)
     temperature: float = Field(0.07, gt=0)
     seed: int = 0
 
@@ -60,7 +60,7 @@ class PersonalizedInfo:
 
     base: str = "efficientnet-lite0"
     image_size: int = 128
-    first_block: int = 12
+    first_block: int = 15
     name: str = "personalized"
     training: dict = field(default_factory=dict)
 
