@@ -43,7 +43,8 @@ class LoraTrainingConfig(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1)
     first_block: int = Field(15, ge=0, le=16, description="LoRA on EfficientNet-Lite0 blocks >= this (of 16) "
                              "and on the head conv")
-    image_size: int = Field(128, ge=32, le=512)
+    image_size: int = Field(128, ge=64, le=512, description="input side; below 64 px EfficientNet-Lite0 "
+                            "returns all-zero features for some images")
     steps: int = Field(30, ge=1)
     anchors_per_step: int = Field(32, ge=1, description="real images (augmented) per step, one positive each")
     negatives_per_step: int = Field(96, ge=1, description="negatives shared by the step's anchors")

@@ -20,7 +20,7 @@ SMALL = ["--config", "tiny",
          "--set", "personalize_encoder.data.generated_positives=4",
          "--set", "personalize_encoder.data.generated_negatives=4",
          "--set", "personalize_encoder.data.num_inference_steps=2",
-         "--set", "personalize_encoder.lora.steps=3", "--set", "personalize_encoder.lora.image_size=32",
+         "--set", "personalize_encoder.lora.steps=3", "--set", "personalize_encoder.lora.image_size=64",
          "--set", "personalize_encoder.lora.anchors_per_step=4",
          "--set", "personalize_encoder.lora.negatives_per_step=8"]
 
@@ -52,7 +52,7 @@ def test_personalize_encoder_writes_an_encoder_the_identity_metrics_accept(tiny_
     renders = pl.read_parquet(world / "views.parquet").height
     assert kinds["generated negatives"] == 4 and kinds["real negatives"] == renders
     info = json.loads((out / "personalized.json").read_text())
-    assert info["training"]["variant"] == "personalized" and info["image_size"] == 32
+    assert info["training"]["variant"] == "personalized" and info["image_size"] == 64
     assert "<img" in (out / "report.html").read_text()
     # the identity-ranking metrics take it as an encoder spec
     v = pl.read_parquet(world / "views.parquet")
