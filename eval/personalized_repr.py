@@ -28,7 +28,13 @@ import polars as pl
 import torch
 
 from eval.metrics.personalized import personalized_pr_auc, personalized_retrieval_ndcg
-from ragar.encoders.lora import LoraTrainingConfig, cached_prefix, lora_model, tail_embedding
+from ragar.encoders.lora import (
+    LoraTrainingConfig,
+    cached_prefix,
+    hard_negative_order,
+    lora_model,
+    tail_embedding,
+)
 from ragar.encoders.nearid import world_identity_split
 from ragar.generation.personal_encoder import SyntheticDataConfig, train_personalized_encoder
 from recsys.ranking.metrics import paired_bootstrap_ci
@@ -116,8 +122,7 @@ def evaluate_world(root: str | Path, personalizer, n_identities: int = 24, lora:
         real_paths = [paths[i] for i in tgt["real"]]
         real_prefix = cached_prefix(base, real_paths, lora)
         with torch.no_grad():
-            proto_vec = tail_embedding(base, real_prefix, lora.first_block).mean(0)
-        hard = np.argsort(-(neg_base @ proto_vec).numpy(), kind="stable")
+            hard = hard_negative_order(neg_base, tail_embedding(base, real_prefix, lora.first_block))
         row = {"identity": tgt["identity"], "category": tgt["category"], "item_id": tgt["item_id"],
                "relevant": int(relevant.sum()), "gallery": len(g_rows)}
         row |= {f"base/{k}": v for k, v in _scores(base, real_prefix, gp, relevant, lora.first_block).items()}

@@ -1119,9 +1119,9 @@ def personalize_encoder(
     try:
         from ragar.generation.synthetic import read_real_images
 
-        read_real_images([str(p) for p in images])  # refuse bad input before loading any model
+        reals = read_real_images([str(p) for p in images])  # refuse bad input before loading any model
         p = _personalizer(cfg, data, generator, None) if variant == "personalized" else None
-        res = train_personalized_encoder([str(i) for i in images], negatives, variant=variant, personalizer=p,
+        res = train_personalized_encoder(reals, negatives, variant=variant, personalizer=p,
                                          data=synth, lora=lora, progress=True)
     except (ImageInputError, ValueError) as e:
         raise fail(str(e)) from None

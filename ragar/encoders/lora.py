@@ -28,7 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from ragar.encoders.base import ImageEncoder, ImageLike, fingerprint
+from ragar.encoders.base import ImageLike, fingerprint
 from ragar.encoders.efficientnet import EfficientNetLiteEncoder
 
 CONFIG_NAME = "personalized.json"
@@ -145,6 +145,11 @@ def cached_prefix(model: nn.Module, images: Sequence[ImageLike], config: LoraTra
     return torch.cat(out) if out else torch.zeros(0)
 
 
+def hard_negative_order(negatives: torch.Tensor, reals: torch.Tensor) -> np.ndarray:
+    """Negative rows, hardest first: by cosine to the mean of the real images' embeddings."""
+    return np.argsort(-(negatives @ reals.mean(0)).numpy(), kind="stable")
+
+
 def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, temperature: float
              ) -> torch.Tensor:
     """Anchors (B, D) against their positive (B, D) and shared negatives (M, D): cross-entropy
@@ -203,10 +208,11 @@ def save_personalized(model: nn.Module, out: str | Path, info: PersonalizedInfo)
     return out
 
 
-class PersonalizedEncoder(ImageEncoder):
-    """``personalized:<dir>``: the base encoder with the identity's LoRA merged in."""
+class PersonalizedEncoder(EfficientNetLiteEncoder):
+    """``personalized:<dir>``: the base encoder with the identity's LoRA merged in (its
+    preprocessing and pooling are the base encoder's; only the weights differ)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path):  # not super().__init__(): that would load a second model
         from peft import PeftModel
 
         path = Path(path)
@@ -226,16 +232,4 @@ class PersonalizedEncoder(ImageEncoder):
         self.model = peft_model.merge_and_unload().eval().requires_grad_(False)
         self.image_size = self.info.image_size
         self.name = f"personalized:{path.name}"
-        self.dim = EfficientNetLiteEncoder.dim
         self._fp = fingerprint(self.name, {"image_size": self.image_size, "base": self.info.base}, lora_state)
-
-    @property
-    def fingerprint(self) -> str:
-        return self._fp
-
-    def _embed(self, batch: Sequence[ImageLike]) -> torch.Tensor:
-        from ragar.encoders.base import to_batch
-        from ragar.encoders.efficientnet import MEAN, STD
-
-        x = to_batch(batch, self.image_size, MEAN, STD).contiguous(memory_format=torch.channels_last)
-        return self.model.extract_features(x).mean(dim=(2, 3))

@@ -29,6 +29,7 @@ from ragar.encoders.lora import (
     LoraTrainingConfig,
     PersonalizedInfo,
     cached_prefix,
+    hard_negative_order,
     lora_model,
     save_personalized,
     tail_embedding,
@@ -150,16 +151,17 @@ def train_personalized_encoder(images: Sequence[ImageLike], negatives: Sequence[
     t1 = time.perf_counter()
     model = lora_model(lora)
     anchors = cached_prefix(model, ts.anchors, lora)
-    positives = cached_prefix(model, ts.positives, lora)
+    # positives begin with the anchors (TrainingSet): their features are reused, not recomputed
+    positives = torch.cat([anchors, cached_prefix(model, ts.positives[len(ts.anchors):], lora)]) \
+        if len(ts.positives) > len(ts.anchors) else anchors
     if negative_prefix is None:
         negative_prefix = cached_prefix(model, list(negatives), lora)
     if ts.generated_negatives:
         negative_prefix = torch.cat([negative_prefix, cached_prefix(model, ts.generated_negatives, lora)])
     if hard_order is None:
         with torch.no_grad():
-            base = tail_embedding(model, negative_prefix, lora.first_block)
-            proto = tail_embedding(model, anchors[: len(reals)], lora.first_block).mean(0)
-        hard_order = np.argsort(-(base @ proto).numpy(), kind="stable")
+            hard_order = hard_negative_order(tail_embedding(model, negative_prefix, lora.first_block),
+                                             tail_embedding(model, anchors[: len(reals)], lora.first_block))
     elif ts.generated_negatives:  # generated look-alikes count as hard: put them first
         first = np.arange(len(negatives), len(negative_prefix))
         hard_order = np.concatenate([first, hard_order])
