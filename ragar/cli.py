@@ -825,10 +825,16 @@ def _generation_report(res: dict, world, personalizer, reqs, out: Path) -> None:
 
 @train_app.command("identity-encoder")
 def train_identity_encoder(
-    data: Annotated[Path, typer.Option("--data", "-d", help="a world directory (views and distractors)")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="a world directory (views and distractors); SSR is "
+                                                            "measured on its held-out identities")],
     out: Annotated[Path, typer.Option("--out", "-o", help="where the NearID head is saved")],
-    steps: int = 1500,
+    extra_data: Annotated[list[Path] | None, typer.Option(
+        "--extra-data", help="more worlds (other seeds) whose identities all train the head: more identities "
+                             "generalise better (repeatable, or a list after one flag)")] = None,
+    steps: int = 1200,
     image_size: int = 128,
+    levels: Annotated[str | None, typer.Option(help="backbone feature maps used as tokens, comma-separated "
+                                                    "(block<i>, head); default block10,block14,head")] = None,
     holdout: float = 0.2,
     seed: int = 0,
 ) -> dict:
@@ -838,35 +844,65 @@ def train_identity_encoder(
 
     from eval.metrics.identity import sample_success_rate
     from eval.report import write_json
-    from ragar.encoders.nearid import NearIDConfig, backbone_tokens, ssr_triplets, train_nearid, world_identity_split
+    from ragar.encoders.nearid import (
+        DEFAULT_LEVELS,
+        NearIDConfig,
+        NearIDTraining,
+        backbone_tokens,
+        embed_tokens,
+        merge_splits,
+        ssr_triplets,
+        train_nearid,
+        world_identity_split,
+    )
 
-    if not (data / "views.parquet").exists():
-        raise fail(f"{data} is not a world directory (no views.parquet)")
+    worlds = [data, *(extra_data or [])]
+    for w in worlds:
+        if not (w / "views.parquet").exists():
+            raise fail(f"{w} is not a world directory (no views.parquet)")
+    level_list = tuple(x.strip() for x in levels.split(",") if x.strip()) if levels else DEFAULT_LEVELS
     t0 = time.perf_counter()
-    split = world_identity_split(data, holdout, seed)
-    tokens = backbone_tokens(split.paths, image_size, progress=True,
-                             cache=data / ".ragar_cache" / f"nearid-tokens-{image_size}.npy")
-    head, losses = train_nearid(tokens, split, NearIDConfig(feature_dim=tokens.shape[2], image_size=image_size),
-                                steps=steps, seed=seed)
+    splits = [world_identity_split(w, holdout, seed) for w in worlds]
+    try:
+        per_world = [backbone_tokens(sp.paths, image_size, level_list, progress=True, desc=f"backbone tokens {w.name}",
+                                     cache_dir=w / ".ragar_cache") for sp, w in zip(splits, worlds, strict=True)]
+    except ValueError as e:
+        raise fail(str(e)) from e
+    split = merge_splits(splits[0], splits[1:])
+    tokens = [torch.cat(parts) for parts in zip(*per_world, strict=True)]
+    cfg = NearIDConfig(levels=level_list, feature_dims=tuple(x.shape[2] for x in tokens),
+                       tokens=tuple(x.shape[1] for x in tokens), image_size=image_size)
+    head, losses = train_nearid(tokens, split, cfg, NearIDTraining(steps=steps, seed=seed))
     head.save_pretrained(out)
     trip = ssr_triplets(split, split.held_out, seed + 1)
-    with torch.no_grad():
-        spaces = {"backbone (pooled features)": tokens.mean(1), "NearID (backbone + head)": head(tokens)}
+    main_rows = np.arange(len(splits[0].paths))
+    main_tokens = [x[main_rows] for x in per_world[0]]
+    unit = torch.nn.functional.normalize
+    spaces = {"backbone (pooled features)": main_tokens[level_list.index("head")].float().mean(1)
+              if "head" in level_list else None,
+              "backbone (pooled, every level)": torch.cat([unit(x.float().mean(1), dim=-1) for x in main_tokens], 1),
+              "NearID (backbone + head)": embed_tokens(head, main_tokens)}
     rows = []
     for name, emb in spaces.items():
+        if emb is None:
+            continue
         a, p, d = emb[trip["anchor"]], emb[trip["positive"]], emb[trip["distractor"]][:, None]
         row = {"encoder": name, "ssr": float(sample_success_rate(a, p, d))}
         for part in sorted(set(trip["part"].tolist())):
             m = torch.from_numpy(trip["part"] == part)
             row[f"ssr[{part}]"] = float(sample_success_rate(a[m], p[m], d[m]))
         rows.append(row)
-    rep = {"held_out_identities": len(split.held_out), "triplets": len(trip["anchor"]), "steps": steps,
+    train_ids = set(split.identity.tolist()) - split.held_out
+    rep = {"held_out_identities": len(split.held_out), "triplets": len(trip["anchor"]),
+           "training_identities": len(train_ids), "worlds": [str(w) for w in worlds], "levels": list(level_list),
+           "image_size": image_size, "steps": steps, "seed": seed,
            "first_loss": float(np.mean(losses[:20])), "final_loss": float(np.mean(losses[-20:])),
            "seconds": time.perf_counter() - t0, "rows": rows}
     write_json(rep, out / "ssr.json")
     overall = [{k: v for k, v in r.items() if not k.startswith("ssr[")} for r in rows]
     print_table(overall, f"Sample Success Rate on {rep['triplets']} held-out triplets "
-                         f"({rep['held_out_identities']} identities); per-part in {out}/ssr.json")
+                         f"({rep['held_out_identities']} identities; head trained on {len(train_ids)}); "
+                         f"per-part in {out}/ssr.json")
     return rep
 
 
@@ -1319,7 +1355,8 @@ def _demo_generation(cfg: RagarConfig, world_dir: Path, out: Path, config, set_)
                 k=10, tradeoff_scales=d.tradeoff_scales, reader=None, out=out / "replay", **common)
 
 
-def expand_list_options(argv: list[str], options: tuple[str, ...] = ("--images", "-i")) -> list[str]:
+def expand_list_options(argv: list[str], options: tuple[str, ...] = ("--images", "-i", "--extra-data")
+                        ) -> list[str]:
     """``--images A B C`` -> ``--images A --images B --images C``: click options take one value
     each, and a list of files after one flag is what people type (and what the issue asks for)."""
     out, i = [], 0

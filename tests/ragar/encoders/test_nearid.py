@@ -9,7 +9,14 @@ import torch
 from typer.testing import CliRunner
 
 from ragar.cli import app
-from ragar.encoders.nearid import ssr_triplets, two_tier_loss, world_identity_split
+from ragar.encoders.nearid import (
+    NearIDConfig,
+    merge_splits,
+    ssr_triplets,
+    tokens_of,
+    two_tier_loss,
+    world_identity_split,
+)
 
 
 def _u(v):
@@ -47,13 +54,81 @@ def test_cli_trains_reports_and_loads(tiny_world, tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "ssr.json").read_text())
     names = [row["encoder"] for row in rep["rows"]]
-    assert names == ["backbone (pooled features)", "NearID (backbone + head)"]
+    assert names == ["backbone (pooled features)", "backbone (pooled, every level)", "NearID (backbone + head)"]
+    assert rep["levels"] == ["block10", "block14", "head"] and rep["worlds"] == [str(tiny_world)]
     assert all(0 <= row["ssr"] <= 1 for row in rep["rows"]) and rep["triplets"] > 0
     assert any(k.startswith("ssr[") for k in rep["rows"][0])
     from ragar.encoders.registry import build_image_encoder
 
     enc = build_image_encoder(f"nearid:{tmp_path}")
     emb = enc.encode([np.zeros((40, 40, 3), np.uint8), np.full((40, 40, 3), 200, np.uint8)])
-    assert emb.shape == (2, 256) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    assert emb.shape == (2, 128) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
     r = CliRunner().invoke(app, ["train", "identity-encoder", "--data", str(tmp_path), "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "not a world" in r.output
+
+
+def test_shared_negatives_with_a_mask_equal_per_anchor_negatives():
+    g = torch.Generator().manual_seed(0)
+    a, p, d, n = (torch.nn.functional.normalize(torch.randn(*s, generator=g), dim=-1)
+                  for s in [(3, 8), (3, 8), (3, 1, 8), (5, 8)])
+    valid = torch.tensor([[True, True, False, True, True], [True] * 5, [False, True, True, True, False]])
+    shared = two_tier_loss(a, p, d, n, 0.07, 0.1, negative_mask=valid)
+    # the same loss anchor by anchor, each with only its valid negatives
+    each = [two_tier_loss(a[i:i + 1], p[i:i + 1], d[i:i + 1], n[valid[i]][None], 0.07, 0.1) for i in range(3)]
+    assert shared.item() == pytest.approx(torch.stack(each).mean().item(), abs=1e-5)
+    # leaving a negative out changes the loss (the mask is not ignored)
+    assert shared.item() != pytest.approx(two_tier_loss(a, p, d, n, 0.07, 0.1).item(), abs=1e-4)
+
+
+def test_tokens_of_reads_the_backbone_levels():
+    from ragar.encoders.efficientnet import EfficientNetLiteEncoder
+
+    enc = EfficientNetLiteEncoder(128)
+    x = torch.randn(2, 3, 128, 128)
+    b10, b14, head = tokens_of(enc, x, ("block10", "block14", "head"))
+    assert b10.shape == (2, 64, 112) and b14.shape == (2, 16, 192) and head.shape == (2, 16, 1280)
+    # the head level is exactly the encoder's own last feature map
+    with torch.no_grad():
+        ref = enc.model.extract_features(x).flatten(2).transpose(1, 2)
+    assert torch.allclose(head, ref, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown backbone level 'block99'"):
+        tokens_of(enc, x, ("block99",))
+    with pytest.raises(ValueError, match="same length"):
+        NearIDConfig(levels=("head",), feature_dims=(1280, 112), tokens=(16,))
+
+
+def test_merge_splits_keeps_held_out_and_offsets(tiny_world):
+    a = world_identity_split(tiny_world, holdout=0.5, seed=0)
+    b = world_identity_split(tiny_world, holdout=0.5, seed=1)
+    m = merge_splits(a, [b])
+    n = len(a.paths)
+    assert len(m.paths) == 2 * n and m.held_out == a.held_out
+    # the second world's identities are new names, so none of them is held out
+    assert all(str(i).startswith("x0/") for i in m.identity[n:]) and not set(m.identity[n:]) & m.held_out
+    for pos, ds in m.distractor_of.items():
+        assert all(m.is_distractor[d] and m.identity[d] == m.identity[pos] for d in ds)
+    assert len(m.distractor_of) == 2 * len(a.distractor_of)
+
+
+def test_cli_extra_worlds_train_the_head(tiny_world, tmp_path, tiny_config):
+    from recsys.world.build import build_world
+
+    extra = tmp_path / "extra"
+    build_world(tiny_config.world.model_copy(update={"seed": 7}), extra, progress=False)
+    r = CliRunner().invoke(app, ["train", "identity-encoder", "--data", str(tiny_world), "--out", str(tmp_path / "h"),
+                                 "--extra-data", str(extra), "--steps", "5", "--image-size", "64",
+                                 "--holdout", "0.5"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "h" / "ssr.json").read_text())
+    alone = world_identity_split(tiny_world, holdout=0.5, seed=0)
+    n_alone = len(set(alone.identity.tolist()) - alone.held_out)
+    n_extra = len(set(world_identity_split(extra, holdout=0.5).identity.tolist()))
+    assert rep["training_identities"] == n_alone + n_extra and rep["worlds"] == [str(tiny_world), str(extra)]
+    # the held-out triplets are the main world's alone, as without --extra-data
+    assert rep["triplets"] == len(ssr_triplets(alone, alone.held_out, 1)["anchor"])
+    r = CliRunner().invoke(app, ["train", "identity-encoder", "--data", str(tiny_world), "--out", str(tmp_path / "x"),
+                                 "--extra-data", str(tmp_path), "--steps", "1"])
+    assert r.exit_code == 2 and "not a world" in r.output and not (tmp_path / "x").exists()
+    r = CliRunner().invoke(app, ["train", "identity-encoder", "--data", str(tiny_world), "--out", str(tmp_path / "y"),
+                                 "--levels", "block99", "--steps", "1", "--image-size", "64"])
+    assert r.exit_code == 2 and "unknown backbone level" in r.output and not (tmp_path / "y").exists()
