@@ -126,9 +126,9 @@ def backbone_tokens(images: Sequence[ImageLike], image_size: int = 128, levels: 
     from tqdm.auto import tqdm
 
     files = [cache_dir / f"nearid-{image_size}-{level}.npy" for level in levels] if cache_dir else None
-    if files and all(f.exists() for f in files):
-        if all(len(np.load(f, allow_pickle=False, mmap_mode="r")) == len(images) for f in files):
-            return [torch.from_numpy(np.load(f, allow_pickle=False)) for f in files]
+    if files and all(f.exists() and len(np.load(f, allow_pickle=False, mmap_mode="r")) == len(images)
+                     for f in files):
+        return [torch.from_numpy(np.load(f, allow_pickle=False)) for f in files]
     enc = _backbone(image_size)
     parts: list[list[torch.Tensor]] = [[] for _ in levels]
     for lo in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress):
