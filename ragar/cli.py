@@ -869,23 +869,22 @@ def train_identity_encoder(
     except ValueError as e:
         raise fail(str(e)) from e
     split = merge_splits(splits[0], splits[1:])
-    tokens = [torch.cat(parts) for parts in zip(*per_world, strict=True)]
+    main_tokens = per_world[0]  # SSR is measured on the main world alone
+    tokens = [torch.cat(parts) for parts in zip(*per_world, strict=True)] if len(per_world) > 1 else main_tokens
+    del per_world  # the extra worlds' tokens now live only in the concatenation
     cfg = NearIDConfig(levels=level_list, feature_dims=tuple(x.shape[2] for x in tokens),
                        tokens=tuple(x.shape[1] for x in tokens), image_size=image_size)
     head, losses = train_nearid(tokens, split, cfg, NearIDTraining(steps=steps, seed=seed))
     head.save_pretrained(out)
     trip = ssr_triplets(split, split.held_out, seed + 1)
-    main_rows = np.arange(len(splits[0].paths))
-    main_tokens = [x[main_rows] for x in per_world[0]]
     unit = torch.nn.functional.normalize
-    spaces = {"backbone (pooled features)": main_tokens[level_list.index("head")].float().mean(1)
-              if "head" in level_list else None,
-              "backbone (pooled, every level)": torch.cat([unit(x.float().mean(1), dim=-1) for x in main_tokens], 1),
-              "NearID (backbone + head)": embed_tokens(head, main_tokens)}
+    spaces = {}
+    if "head" in level_list:
+        spaces["backbone (pooled features)"] = main_tokens[level_list.index("head")].float().mean(1)
+    spaces["backbone (pooled, every level)"] = torch.cat([unit(x.float().mean(1), dim=-1) for x in main_tokens], 1)
+    spaces["NearID (backbone + head)"] = embed_tokens(head, main_tokens)
     rows = []
     for name, emb in spaces.items():
-        if emb is None:
-            continue
         a, p, d = emb[trip["anchor"]], emb[trip["positive"]], emb[trip["distractor"]][:, None]
         row = {"encoder": name, "ssr": float(sample_success_rate(a, p, d))}
         for part in sorted(set(trip["part"].tolist())):

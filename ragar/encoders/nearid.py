@@ -327,8 +327,6 @@ def train_nearid(tokens: Sequence[torch.Tensor], split: IdentitySplit, config: N
 
 
 @torch.no_grad()
-def embed_tokens(head: NearIDHead, tokens: Sequence[torch.Tensor], rows: np.ndarray | None = None,
-                 chunk: int = 512) -> torch.Tensor:
-    """The head's embeddings of cached ``tokens`` (all rows, or ``rows``), in chunks."""
-    idx = np.arange(len(tokens[0])) if rows is None else np.asarray(rows)
-    return torch.cat([head([x[idx[lo:lo + chunk]] for x in tokens]) for lo in range(0, len(idx), chunk)])
+def embed_tokens(head: NearIDHead, tokens: Sequence[torch.Tensor], chunk: int = 512) -> torch.Tensor:
+    """The head's embeddings of every row of cached ``tokens``, in chunks."""
+    return torch.cat([head([x[lo:lo + chunk] for x in tokens]) for lo in range(0, len(tokens[0]), chunk)])
