@@ -374,8 +374,12 @@ def train_generator_cmd(
     if init is not None and not (init / "unet").is_dir():
         raise fail(f"--init {init}: not a trained generator (no unet/)")
     emb = _embed(cfg, data)
-    pairs = make_pairs(data, emb.ids, emb.combined(cfg.encoder.text_weight), cfg.generator.image_size, cfg.preference,
-                       max_pairs=max_pairs, seed=cfg.generator.seed)
+    try:
+        pairs = make_pairs(data, emb.ids, emb.combined(cfg.encoder.text_weight), cfg.generator.image_size,
+                           cfg.preference, max_pairs=max_pairs, seed=cfg.generator.seed,
+                           style_pairs=cfg.generator.style_pairs, style_columns=cfg.generator.style_columns)
+    except ValueError as e:
+        raise fail(str(e)) from None
     task = _rank_task(cfg, data, rankers, emb, pairs) if cfg.generator.rank_task else None
     prov = {"command": ctx.command_path, "params": {k: str(v) for k, v in ctx.params.items()}, "data": str(data),
             "world_seed": cfg.world.seed, "encoder": emb.fingerprint}
