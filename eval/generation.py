@@ -128,10 +128,41 @@ def _reference_rows(world: World, reader: AttributeReader, requests: pl.DataFram
     return {"reference unchanged": m, "ideal style (ceiling)": ideal}
 
 
+IDEAL_ITEM_ROW = "oracle: the user's ideal item as preference"
+
+
+@torch.no_grad()
+def ideal_item_images(world: World, personalizer: Personalizer, requests: pl.DataFrame, seeds: list[int],
+                      batch: int = 32, progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images conditioned on the reference and, as preference, the embedding of the catalog item
+    the oracle says this user likes most in the category: what the generator renders when the
+    preference is exactly right. It separates the generator's controllability from the retrieval's
+    accuracy (RAGAR's row sits between reference-only and this one). Same seeds as the methods."""
+    ideal = world.ideal_items(requests["user_id"].to_list(), requests["category"].to_numpy())
+    vec = personalizer.vectors
+    users, refs = requests["user_id"].to_list(), requests["reference_item_id"].to_list()
+    cfg = personalizer.config
+    out, ident, fit = [], [], []
+    for s in tqdm(range(0, len(users), batch), desc="generate [ideal item]", disable=not progress):
+        ref = np.stack([vec[personalizer.positions[i]] for i in refs[s:s + batch]]).astype(np.float32)
+        pref = np.stack([vec[personalizer.positions[i]] for i in ideal[s:s + batch]]).astype(np.float32)
+        gens = [torch.Generator().manual_seed(x * 1009) for x in seeds[s:s + batch]]  # Personalizer's seeding
+        imgs = personalizer.pipeline(reference_embeds=torch.from_numpy(ref), preference_embeds=torch.from_numpy(pref),
+                                     generator=gens, num_inference_steps=cfg.num_inference_steps,
+                                     reference_guidance_scale=cfg.reference_guidance_scale,
+                                     preference_guidance_scale=cfg.preference_guidance_scale).images
+        f, i, _, _ = personalizer.score(users[s:s + batch], imgs, 1, refs[s:s + batch], [None] * len(imgs))
+        out.append(imgs)
+        ident.append(i[:, 0])
+        fit.append(f[:, 0])
+    return np.concatenate(out), np.concatenate(ident), np.concatenate(fit)
+
+
 def evaluate_generation(world: World, reader: AttributeReader, methods: list[Method], requests: pl.DataFrame,
-                        seed: int = 0, batch: int = 32, progress: bool = True) -> dict:
+                        seed: int = 0, batch: int = 32, progress: bool = True, ideal_item_row: bool = True) -> dict:
     """Per-method metric means with 95% bootstrap intervals, paired differences against the
-    baselines, and the images (``images[name]``: (R, H, W, 3)) for grids."""
+    baselines, and the images (``images[name]``: (R, H, W, 3)) for grids. ``ideal_item_row`` adds
+    the first method's generator conditioned on the oracle's ideal item (:func:`ideal_item_images`)."""
     per: dict[str, dict[str, np.ndarray]] = {}
     images: dict[str, np.ndarray] = {}
     users, refs = requests["user_id"].to_list(), requests["reference_item_id"].to_list()
@@ -146,6 +177,9 @@ def evaluate_generation(world: World, reader: AttributeReader, methods: list[Met
             fit += [r.best.preference_fit for r in res]
         images[m.name] = np.stack(out_img)
         per[m.name] = world_metrics(world, reader, requests, images[m.name], np.asarray(ident), np.asarray(fit))
+    if ideal_item_row and methods:
+        img, ident, fit = ideal_item_images(world, methods[0].personalizer, requests, seeds, batch, progress)
+        per[IDEAL_ITEM_ROW] = world_metrics(world, reader, requests, img, ident, fit)
     per.update(_reference_rows(world, reader, requests))
     rows = []
     for name, vals in per.items():

@@ -787,7 +787,9 @@ def _generation_report(res: dict, world, personalizer, reqs, out: Path) -> None:
                   "oracle utility of the style the attribute reader reads off the image, for this user in the "
                   "reference's category; ideal_palette: the read colour is the user's favourite for that category. "
                   "Identity kept: read category and parts equal the reference's; identity_cos: cosine to the "
-                  "reference in the image encoder's space.")
+                  "reference in the identity encoder's space. The oracle row conditions the first method's "
+                  "generator on the catalog item this user likes most in the category: the generator's "
+                  "ceiling when the preference is exactly right.")
     rep.table(table, "means over requests")
     rep.table(diffs, "paired differences, 95% bootstrap intervals")
     fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
