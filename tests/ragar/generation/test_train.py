@@ -91,6 +91,14 @@ def test_cli_train_generator_with_samples(tiny_world, tmp_path):
     assert prov["params"]["steps"] == "4" and "generator.image_size=16" in prov["params"]["set_"]
     r = CliRunner().invoke(app, ["train", "generator", "--data", str(tmp_path), "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "not a world" in r.output
+    # style pairs over a catalog column that does not exist: a clear error, nothing trained
+    r = CliRunner().invoke(app, [*args[:5], str(tmp_path / "y"), *args[6:], "--set", "generator.style_pairs=0.5",
+                                 "--set", "generator.style_columns=[palette, colour]"])
+    assert r.exit_code == 2 and "colour" in r.output and not (tmp_path / "y").exists()
+    # with style pairs the run reports how many pairs took same-style items
+    r = CliRunner().invoke(app, [*args[:5], str(tmp_path / "z"), *args[6:], "--set", "generator.style_pairs=0.5"])
+    assert r.exit_code == 0, r.output
+    assert 0 < json.loads((tmp_path / "z" / "training.json").read_text())["style_pairs"] < prov["pairs"]
 
 
 def test_rank_task_fine_tunes_and_is_an_ablation_switch(tiny_models, tmp_path):
