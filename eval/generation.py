@@ -131,54 +131,46 @@ def _reference_rows(world: World, reader: AttributeReader, requests: pl.DataFram
 IDEAL_ITEM_ROW = "oracle: the user's ideal item as preference"
 
 
-@torch.no_grad()
-def ideal_item_images(world: World, personalizer: Personalizer, requests: pl.DataFrame, seeds: list[int],
-                      batch: int = 32, progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Images conditioned on the reference and, as preference, the embedding of the catalog item
-    the oracle says this user likes most in the category: what the generator renders when the
-    preference is exactly right. It separates the generator's controllability from the retrieval's
-    accuracy (RAGAR's row sits between reference-only and this one). Same seeds as the methods."""
+def ideal_item_embeddings(world: World, personalizer: Personalizer, requests: pl.DataFrame) -> np.ndarray:
+    """(R, D) embeddings of the catalog item the oracle says each request's user likes most in the
+    category. Conditioning on them shows what the generator renders when the preference is exactly
+    right: it separates the generator's controllability from the retrieval's accuracy (RAGAR's row
+    sits between reference-only and this one)."""
     ideal = world.ideal_items(requests["user_id"].to_list(), requests["category"].to_numpy())
-    vec = personalizer.vectors
-    users, refs = requests["user_id"].to_list(), requests["reference_item_id"].to_list()
-    cfg = personalizer.config
-    out, ident, fit = [], [], []
-    for s in tqdm(range(0, len(users), batch), desc="generate [ideal item]", disable=not progress):
-        ref = np.stack([vec[personalizer.positions[i]] for i in refs[s:s + batch]]).astype(np.float32)
-        pref = np.stack([vec[personalizer.positions[i]] for i in ideal[s:s + batch]]).astype(np.float32)
-        gens = [torch.Generator().manual_seed(x * 1009) for x in seeds[s:s + batch]]  # Personalizer's seeding
-        imgs = personalizer.pipeline(reference_embeds=torch.from_numpy(ref), preference_embeds=torch.from_numpy(pref),
-                                     generator=gens, num_inference_steps=cfg.num_inference_steps,
-                                     reference_guidance_scale=cfg.reference_guidance_scale,
-                                     preference_guidance_scale=cfg.preference_guidance_scale).images
-        f, i, _, _ = personalizer.score(users[s:s + batch], imgs, 1, refs[s:s + batch], [None] * len(imgs))
-        out.append(imgs)
-        ident.append(i[:, 0])
-        fit.append(f[:, 0])
-    return np.concatenate(out), np.concatenate(ident), np.concatenate(fit)
+    return personalizer.vectors[[personalizer.positions[i] for i in ideal]].astype(np.float32)
+
+
+def _generate(personalizer: Personalizer, users: list[str], refs: list[str], seeds: list[int], n: int, method: str,
+              batch: int, desc: str, progress: bool, preference: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The chosen image, its identity and its preference fit per request, ``batch`` requests a call."""
+    out_img, ident, fit = [], [], []
+    for s in tqdm(range(0, len(users), batch), desc=desc, disable=not progress):
+        res = personalizer(users[s:s + batch], refs[s:s + batch], n=n, method=method, seed=seeds[s:s + batch],
+                           preference_embeds=None if preference is None else preference[s:s + batch])
+        out_img += [r.best.image for r in res]
+        ident += [r.best.identity for r in res]
+        fit += [r.best.preference_fit for r in res]
+    return np.stack(out_img), np.asarray(ident), np.asarray(fit)
 
 
 def evaluate_generation(world: World, reader: AttributeReader, methods: list[Method], requests: pl.DataFrame,
                         seed: int = 0, batch: int = 32, progress: bool = True, ideal_item_row: bool = True) -> dict:
     """Per-method metric means with 95% bootstrap intervals, paired differences against the
     baselines, and the images (``images[name]``: (R, H, W, 3)) for grids. ``ideal_item_row`` adds
-    the first method's generator conditioned on the oracle's ideal item (:func:`ideal_item_images`)."""
+    the first method's generator conditioned on the oracle's ideal item (:func:`ideal_item_embeddings`)."""
     per: dict[str, dict[str, np.ndarray]] = {}
     images: dict[str, np.ndarray] = {}
     users, refs = requests["user_id"].to_list(), requests["reference_item_id"].to_list()
     seeds = [seed + i for i in range(len(users))]
     for m in methods:
-        out_img, ident, fit = [], [], []
-        for s in tqdm(range(0, len(users), batch), desc=f"generate [{m.name}]", disable=not progress):
-            res = m.personalizer(users[s:s + batch], refs[s:s + batch], n=m.n, method=m.method,
-                                 seed=seeds[s:s + batch])
-            out_img += [r.best.image for r in res]
-            ident += [r.best.identity for r in res]
-            fit += [r.best.preference_fit for r in res]
-        images[m.name] = np.stack(out_img)
-        per[m.name] = world_metrics(world, reader, requests, images[m.name], np.asarray(ident), np.asarray(fit))
+        images[m.name], ident, fit = _generate(m.personalizer, users, refs, seeds, m.n, m.method, batch,
+                                               f"generate [{m.name}]", progress)
+        per[m.name] = world_metrics(world, reader, requests, images[m.name], ident, fit)
     if ideal_item_row and methods:
-        img, ident, fit = ideal_item_images(world, methods[0].personalizer, requests, seeds, batch, progress)
+        p = methods[0].personalizer
+        img, ident, fit = _generate(p, users, refs, seeds, 1, "ragar", batch, "generate [ideal item]", progress,
+                                    ideal_item_embeddings(world, p, requests))
         per[IDEAL_ITEM_ROW] = world_metrics(world, reader, requests, img, ident, fit)
     per.update(_reference_rows(world, reader, requests))
     rows = []

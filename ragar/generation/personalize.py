@@ -207,8 +207,11 @@ class Personalizer:
                  method: str | None = None, seed: int | list[int] = 0, tradeoff: float | None = None,
                  num_inference_steps: int | None = None, reference_guidance_scale: float | None = None,
                  preference_guidance_scale: float | None = None, score: bool = True,
-                 as_of: datetime | list[datetime] | None = None) -> list[PersonalizedResult]:
-        """``as_of`` replays requests in the past: history and ranker inputs use only earlier events."""
+                 as_of: datetime | list[datetime] | None = None,
+                 preference_embeds: np.ndarray | None = None) -> list[PersonalizedResult]:
+        """``as_of`` replays requests in the past: history and ranker inputs use only earlier events.
+        ``preference_embeds`` (B, D) conditions on these instead of weighting the history (the
+        evaluation's oracle row); the results then carry no history weights."""
         cfg = self.config
         users = [user_ids] if isinstance(user_ids, str) else list(user_ids)
         b = len(users)
@@ -223,7 +226,13 @@ class Personalizer:
         method = method or cfg.method
         t0 = time.perf_counter()
         ref, sources, pixels = self._reference_vectors(items, imgs)
-        pref, weights, fallback = self.preference_embeddings(users, ref, method, as_of)
+        if preference_embeds is None:
+            pref, weights, fallback = self.preference_embeddings(users, ref, method, as_of)
+        else:
+            pref = np.asarray(preference_embeds, dtype=np.float32)
+            if pref.shape != ref.shape:
+                raise ValueError(f"preference_embeds must be {ref.shape}, got {pref.shape}")
+            weights, fallback = [[] for _ in users], [None] * b
         t1 = time.perf_counter()
         # image j of a request uses seed (seed * 1009 + j): independent of batching and batch position
         gens = [torch.Generator().manual_seed(s * 1009 + j) for s in seeds for j in range(n)]

@@ -157,18 +157,19 @@ def _style_preferences(items: pl.DataFrame, targets: list[str], index: dict[str,
     if missing:
         raise ValueError(f"generator.style_columns {missing} are not columns of items.parquet "
                          f"(it has {items.columns})")
-    key = items.select(pl.concat_str([pl.col(c).cast(pl.Utf8) for c in columns], separator="|").alias("k"))["k"]
-    ident = items["identity_id"].to_list()
-    by_style: dict[str, list[int]] = {}
-    for i, k in enumerate(key.to_list()):
-        by_style.setdefault(k, []).append(i)
-    row_of = {x: i for i, x in enumerate(items["item_id"].to_list())}
+    keys = items.select(pl.concat_str([pl.col(c).cast(pl.Utf8) for c in columns], separator="|"))
+    keys = keys.to_series().to_list()
+    ids, ident = items["item_id"].to_list(), items["identity_id"].to_list()
+    by_style: dict[str, list[int]] = {}  # item rows with an embedding, by style
+    for i, (k, item) in enumerate(zip(keys, ids, strict=True)):
+        if item in index:
+            by_style.setdefault(k, []).append(i)
+    row_of = {x: i for i, x in enumerate(ids)}
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     out, chosen = pref.clone(), torch.zeros(len(targets), dtype=torch.bool)
-    ids = items["item_id"].to_list()
     for j in np.flatnonzero(rng.random(len(targets)) < share):
         t = row_of[targets[j]]
-        pool = [i for i in by_style[key[t]] if ident[i] != ident[t] and ids[i] in index]
+        pool = [i for i in by_style.get(keys[t], []) if ident[i] != ident[t]]
         if not pool:
             continue  # a style no other identity has: the pair keeps its history preference
         pick = rng.choice(pool, size=min(len(pool), int(rng.integers(1, 4))), replace=False)

@@ -63,6 +63,22 @@ def test_methods_change_weights(tiny_personalizer, request_pair):
     assert max(h.weight for h in r.history) > max(wu)
 
 
+def test_given_preference_embeds_replace_the_history(tiny_personalizer, request_pair):
+    """The oracle row's path: the same embedding given directly renders the same image as the
+    history weighting that produced it; another embedding renders another; a wrong shape is an error."""
+    user, item = request_pair
+    (r,) = tiny_personalizer(user, item, n=1, seed=4, score=False)
+    ref = tiny_personalizer.vectors[tiny_personalizer.positions[item]][None]
+    pref, _, _ = tiny_personalizer.preference_embeddings([user], ref, "ragar")
+    (g,) = tiny_personalizer(user, item, n=1, seed=4, score=False, preference_embeds=pref)
+    np.testing.assert_array_equal(g.best.image, r.best.image)
+    assert g.history == [] and g.fallback is None
+    (o,) = tiny_personalizer(user, item, n=1, seed=4, score=False, preference_embeds=-pref)
+    assert not np.array_equal(o.best.image, r.best.image)
+    with pytest.raises(ValueError, match="preference_embeds must be"):
+        tiny_personalizer(user, item, preference_embeds=pref[:, :-1])
+
+
 def test_unknown_user_falls_back(tiny_personalizer, request_pair):
     _, item = request_pair
     (res,) = tiny_personalizer("u999999", item, n=1)
