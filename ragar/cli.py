@@ -29,9 +29,10 @@ app.add_typer(world_app, name="world")
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
 
-from serving.cli import ab_app, eval_alignment, serve_cmd  # noqa: E402 (the composition root wires serving in)
+from serving.cli import ab_app, eval_alignment, keys_app, serve_cmd  # noqa: E402 (the composition root wires serving in)
 
 app.add_typer(ab_app, name="ab")
+app.add_typer(keys_app, name="keys")
 app.command("serve")(serve_cmd)
 eval_app.command("alignment")(eval_alignment)
 

@@ -14,6 +14,8 @@ import typer
 from ragar.cli_output import console, fail, print_table
 
 ab_app = typer.Typer(help="A/B experiments: analysis and simulation.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of the service: create them (the file keeps only their hashes).",
+                       no_args_is_help=True)
 
 DbOpt = Annotated[str | None, typer.Option("--db", help="event store URL (sqlite:///path or postgresql+psycopg://...); "
                                            "default $RAGAR_DB_URL or sqlite:///runs/serve/events.db")]
@@ -60,17 +62,53 @@ def serve_cmd(
     queue_size: int | None = None,
     num_inference_steps: int | None = None,
     images_dir: Path | None = None,
+    api_keys: Annotated[Path | None, typer.Option("--api-keys", help="keys file (`ragar keys create` writes "
+                                                  "it); default $RAGAR_API_KEYS_FILE")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="the try-it page gets a generated key (loopback only)")] = False,
+    metrics_open: Annotated[bool, typer.Option("--metrics-open", help="/metrics without a key")] = False,
 ) -> None:
     """Serve the generation API (flags override RAGAR_* environment settings)."""
+    from serving.app import key_ring
+    from serving.security import KeysError
     from serving.server import serve
 
     settings = _settings(models=models, data=data, db_url=db, experiments=experiments, config=config,
                          max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, queue_size=queue_size,
-                         num_inference_steps=num_inference_steps, images_dir=images_dir)
+                         num_inference_steps=num_inference_steps, images_dir=images_dir, api_keys_file=api_keys,
+                         demo=demo or None, metrics_open=metrics_open or None)
     if settings.data is None:
         raise fail("no dataset: pass --data or set RAGAR_DATA")
     _experiments(settings.experiments)  # fail fast, with the key and the file, before loading models
+    try:
+        ring, _ = key_ring(settings)
+    except KeysError as e:
+        raise fail(str(e)) from None
+    if len(ring) == 0:
+        raise fail("no API keys: create one with `ragar keys create NAME --file keys.yaml` and pass --api-keys "
+                   "keys.yaml (or set RAGAR_API_KEYS_FILE), or run a local demo with --demo")
+    if settings.demo and host not in ("127.0.0.1", "localhost", "::1"):
+        raise fail(f"--demo puts a key in the page anyone at {host} could read: serve the demo on 127.0.0.1 only")
     serve(settings, host, port)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="the key's name (recorded with each request it makes)")],
+    file: Annotated[Path, typer.Option("--file", "-f", help="keys file to add the key's hash to")] = Path("keys.yaml"),
+    scopes: Annotated[str, typer.Option(help="comma-separated: generate, feedback, report, admin")
+                      ] = "generate,feedback",
+    rate_per_s: Annotated[float | None, typer.Option(help="sustained requests/s (default: the service's)")] = None,
+    burst: Annotated[int | None, typer.Option(help="requests at once (default: the service's)")] = None,
+) -> None:
+    """Create a key: its SHA-256 goes into --file, the token is printed once and kept nowhere."""
+    from serving.security import KeysError, add_key
+
+    try:
+        token = add_key(file, name, [s.strip() for s in scopes.split(",") if s.strip()], rate_per_s, burst)
+    except KeysError as e:
+        raise fail(str(e)) from None
+    console.print(f"key {name!r} added to {file} (scopes: {scopes}); the token, shown this once:")
+    print(token)
 
 
 @ab_app.command("report")
@@ -185,10 +223,15 @@ def ab_simulate(
     db = out / "events.db"
     for f in out.glob("events.db*"):
         f.unlink()
+    from serving.security import add_key
+
+    keys = out / "keys.yaml"  # a key for this run alone: the simulator is a client like any other
+    keys.unlink(missing_ok=True)
+    token = add_key(keys, "simulator", ["generate", "feedback", "report"], rate_per_s=1000, burst=1000)
     port = free_port()
     cmd = [sys.executable, "-m", "ragar.cli", "serve", "--data", str(data), "--db", f"sqlite:///{db}",
            "--experiments", str(experiments), "--config", config, "--port", str(port),
-           "--images-dir", str(out / "images")]
+           "--images-dir", str(out / "images"), "--api-keys", str(keys)]
     if models is not None:
         cmd += ["--models", str(models)]
     if num_inference_steps is not None:
@@ -202,9 +245,10 @@ def ab_simulate(
         except TimeoutError as e:
             raise fail(f"{e}; server log: {out / 'server.log'}") from None
         rows = simulate(url, World(data), AttributeReader.from_pretrained(reader or DEMO_ATTRIBUTE_READER), users,
-                        seed=seed, concurrency=concurrency)
+                        seed=seed, concurrency=concurrency, api_key=token)
         rows.write_parquet(out / "simulated.parquet")
-        rep = httpx.get(f"{url}/v1/experiments/{experiment}/report", timeout=60).json()
+        rep = httpx.get(f"{url}/v1/experiments/{experiment}/report", timeout=60,
+                        headers={"Authorization": f"Bearer {token}"}).json()
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

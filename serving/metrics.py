@@ -24,10 +24,25 @@ class ServiceMetrics:
                                 ["reason"], registry=r)
         self.events = Counter("ragar_feedback_total", "feedback events stored, by arm and event",
                               ["arm", "event"], registry=r)
+        self.busy = Gauge("ragar_generator_busy", "1 while a batch is generating", registry=r)
+        self.last_batch_end = Gauge("ragar_last_batch_end_timestamp_seconds", "wall clock when the last batch "
+                                    "ended", registry=r)
+        self.overrun = Gauge("ragar_batch_overrun_max_seconds", "the longest any batch ran past the latest "
+                             "deadline of the requests in it", registry=r)
+        self._max_overrun = 0.0
+        self.batch_max = Gauge("ragar_batch_seconds_max", "the longest generator call so far", registry=r)
+        self._max_batch = 0.0
 
-    def observe_batch(self, size: int, seconds: float) -> None:
+    def observe_batch(self, size: int, seconds: float, overrun_s: float = 0.0) -> None:
         self.batch_size.observe(size)
         self.generation.observe(seconds)
+        self.last_batch_end.set_to_current_time()
+        if seconds > self._max_batch:
+            self._max_batch = seconds
+            self.batch_max.set(seconds)
+        if overrun_s > self._max_overrun:
+            self._max_overrun = overrun_s
+            self.overrun.set(overrun_s)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

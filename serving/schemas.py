@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Method = Literal["ragar", "uniform", "recency", "reference-only"]
+#: user and item ids: printable text (no control characters: they end up in logs and the store)
+Id = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+RequestId = Annotated[str, Field(min_length=1, max_length=36, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class ErrorOut(BaseModel):
@@ -15,10 +18,11 @@ class ErrorOut(BaseModel):
 
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_id: str = Field(min_length=1, max_length=256)
-    reference_item_id: str | None = Field(None, min_length=1, max_length=256,
-                                          description="a catalog item; or give reference_image")
-    reference_image: str | None = Field(None, description="base64 PNG/JPEG of the reference, instead of an item")
+    user_id: Id
+    reference_item_id: Id | None = Field(None, description="a catalog item; or give reference_image")
+    reference_image: str | None = Field(None, description="the reference as an image file (PNG, JPEG, WebP, ...) "
+                                        "in base64, standard or URL-safe, line breaks allowed, optionally a "
+                                        "data:image/...;base64, URI; instead of reference_item_id")
     n: int | None = Field(None, ge=1, description="candidates; default the arm's, capped by the service")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="default: a random seed, returned")
     response_format: Literal["url", "base64"] = "url"
@@ -79,10 +83,11 @@ class PreferenceResponse(BaseModel):
 
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    request_id: str = Field(min_length=1, max_length=36)
+    request_id: RequestId
+    user_id: Id = Field(description="the user the request was made for (feedback for another user is refused)")
     image_index: int = Field(ge=0)
     event: Literal["click", "like", "skip"]
-    idempotency_key: str = Field(min_length=8, max_length=128)
+    idempotency_key: str = Field(min_length=8, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
 
 
 class FeedbackResponse(BaseModel):
@@ -95,27 +100,35 @@ class FeedbackResponse(BaseModel):
 
 class CompareRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_id: str = Field(min_length=1, max_length=256)
-    reference_item_id: str = Field(min_length=1, max_length=256)
+    user_id: Id
+    reference_item_id: Id
     methods: tuple[Method, Method] = ("ragar", "uniform")
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
 
 
-class CompareResponse(BaseModel):
-    """Two single-candidate requests, same seed, in random order (the page does not say which is which)."""
+class CompareSide(BaseModel):
+    """One side of a blind pair: the image and the request to name in the judgment, nothing that
+    says which method or arm made it (the server keeps that)."""
 
-    a: GenerateResponse
-    b: GenerateResponse
+    request_id: str
+    url: str
+
+
+class CompareResponse(BaseModel):
+    """Two single-candidate requests, same seed, in random order, labelled A and B only."""
+
+    a: CompareSide
+    b: CompareSide
 
 
 class JudgmentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    request_a: str = Field(min_length=1, max_length=36)
-    request_b: str = Field(min_length=1, max_length=36)
+    request_a: RequestId
+    request_b: RequestId
     preference_choice: Literal["a", "b"] = Field(description="which fits the user better")
     identity_choice: Literal["a", "b"] = Field(description="which keeps the reference's identity better")
-    idempotency_key: str = Field(min_length=8, max_length=128)
-    rater: str | None = Field(None, max_length=128)
+    idempotency_key: str = Field(min_length=8, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+    rater: str | None = Field(None, max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")
 
 
 class JudgmentResponse(BaseModel):
@@ -131,7 +144,7 @@ class ArmOut(BaseModel):
 
 class ExperimentOut(BaseModel):
     name: str
-    salt: str
+    salt: str | None = Field(description="the assignment salt; shown to admin keys only")
     active: bool
     description: str
     arms: list[ArmOut]

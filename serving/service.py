@@ -81,7 +81,8 @@ class Service:
         self._variants: dict[str | None, Personalizer] = {None: personalizer}
         self.batcher = MicroBatcher(self._run_batch, max_batch_size=settings.max_batch_size,
                                     max_wait_s=settings.max_wait_ms / 1000, queue_size=settings.queue_size,
-                                    on_batch=self.metrics.observe_batch, on_depth=self.metrics.queue_depth.set)
+                                    on_batch=self.metrics.observe_batch, on_depth=self.metrics.queue_depth.set,
+                                    on_busy=self.metrics.busy.set)
         self.images_dir = Path(settings.images_dir)
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.ready = False

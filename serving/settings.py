@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from serving.security import ApiKeySpec
+
 
 class ServingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAGAR_", extra="forbid")
@@ -30,3 +32,19 @@ class ServingSettings(BaseSettings):
     max_upload_bytes: int = Field(5_000_000, ge=1024, description="largest accepted reference upload")
     num_inference_steps: int | None = Field(None, ge=1, description="override the config's sampler steps")
     retry_after_s: int = Field(1, ge=1, description="the Retry-After of a 429 or a 503")
+    max_body_bytes: int | None = Field(None, ge=1024, description="largest request body, refused with 413 while "
+                                       "it is read (default: room for the largest upload in base64)")
+    # --- who may call what (serving/security.py) ---
+    api_keys_file: Path | None = Field(None, description="YAML with the accepted keys' hashes and scopes "
+                                       "(`ragar keys create` writes it)")
+    api_keys: list[ApiKeySpec] = Field(default_factory=list, description="more keys, as JSON (RAGAR_API_KEYS)")
+    rate_per_s: float = Field(20.0, gt=0, description="a key's sustained requests per second, unless it says")
+    rate_burst: int = Field(40, ge=1, description="a key's burst, unless it says")
+    demo: bool = Field(False, description="demo mode: the try-it page gets a generated key (generate, feedback, "
+                       "report); never on a network others can reach")
+    metrics_open: bool = Field(False, description="serve /metrics without a key (a trusted scrape network)")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; none by default")
+
+    @property
+    def body_limit(self) -> int:
+        return self.max_body_bytes or self.max_upload_bytes * 4 // 3 + 64 * 1024

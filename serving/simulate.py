@@ -40,11 +40,12 @@ def _sigmoid(x: float) -> float:
 
 
 def simulate(url: str, world: World, reader: AttributeReader, n_users: int, *, seed: int = 0, concurrency: int = 8,
-             timeout_s: float = 300.0, progress: bool = True) -> pl.DataFrame:
-    """Run the users against ``url``; one row per request: arm, utility, reaction, HTTP outcome."""
+             timeout_s: float = 300.0, progress: bool = True, api_key: str = "") -> pl.DataFrame:
+    """Run the users against ``url`` with ``api_key`` (scopes generate and feedback); one row per
+    request: arm, utility, reaction, HTTP outcome."""
     cfg = WorldConfig.model_validate(json.loads((world.root / "world.json").read_text())["config"])
     reqs = simulated_requests(world, n_users, seed)
-    client = httpx.Client(base_url=url, timeout=timeout_s)
+    client = httpx.Client(base_url=url, timeout=timeout_s, headers={"Authorization": f"Bearer {api_key}"})
 
     def one(i: int, row: dict) -> dict:
         rng = np.random.default_rng([seed, i])
@@ -65,8 +66,9 @@ def simulate(url: str, world: World, reader: AttributeReader, n_users: int, *, s
         like = click and rng.random() < _sigmoid(cfg.utility_sharpness * (util - cfg.like_threshold))
         events = (["click", "like"] if like else ["click"]) if click else ["skip"]
         for ev in events:
-            fb = client.post("/v1/feedback", json={"request_id": g["request_id"], "image_index": g["chosen"],
-                                                   "event": ev, "idempotency_key": f"sim-{g['request_id']}-{ev}"})
+            fb = client.post("/v1/feedback", json={"request_id": g["request_id"], "user_id": row["user_id"],
+                                                   "image_index": g["chosen"], "event": ev,
+                                                   "idempotency_key": f"sim-{g['request_id']}-{ev}"})
             fb.raise_for_status()
         return {**row, "status": 200, "arm": g["arm"], "utility": util, "event": events[-1],
                 "request_id": g["request_id"]}

@@ -41,7 +41,19 @@ class UnknownRequest(KeyError):
 
 
 class FeedbackConflict(ValueError):
-    """An idempotency key reused with a different body."""
+    """An idempotency key reused with a different body (feedback or judgment)."""
+
+
+class NotYours(PermissionError):
+    """Feedback or a judgment on a request that another key made, or that was for another user."""
+
+
+def _check_owner(row, request_id: str, api_key: str | None, user_id: str | None) -> None:
+    """``api_key=None`` is an admin (any key's requests); ``user_id=None`` checks no user."""
+    if api_key is not None and row.api_key != api_key:
+        raise NotYours(f"request {request_id} was made with another API key")
+    if user_id is not None and row.user_id != user_id:
+        raise NotYours(f"request {request_id} was made for another user")
 
 
 @dataclass
@@ -136,21 +148,25 @@ class EventStore:
 
     def record_exposure(self, *, request_id: str, experiment: str, arm: str, user_id: str,
                         reference_item_id: str | None, reference_source: str, method: str, n: int, seed: int,
-                        chosen: int, fallback: str | None, payload: dict) -> None:
+                        chosen: int, fallback: str | None, payload: dict, api_key: str | None = None) -> None:
         row = dict(request_id=request_id, created_at=_now(), experiment=experiment, arm=arm, user_id=user_id,
                    reference_item_id=reference_item_id, reference_source=reference_source, method=method, n=n,
-                   seed=seed, chosen=chosen, fallback=fallback, payload=payload)
+                   seed=seed, chosen=chosen, fallback=fallback, payload=payload, api_key=api_key)
         self._run(lambda c: c.execute(exposures.insert().values(**row)))
 
-    def record_feedback(self, *, idempotency_key: str, request_id: str, image_index: int, event: str) -> FeedbackRow:
+    def record_feedback(self, *, idempotency_key: str, request_id: str, image_index: int, event: str,
+                        api_key: str | None = None, user_id: str | None = None) -> FeedbackRow:
+        """Store one feedback event once. ``api_key`` / ``user_id``, when given, must be the key
+        that made the request and the user it was for (:class:`NotYours` otherwise)."""
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r}: one of {', '.join(EVENTS)}")
 
         def tx(c):
-            q = sa.select(exposures.c.n, exposures.c.arm).where(exposures.c.request_id == request_id)
-            exp = c.execute(q).first()
+            e = exposures.c
+            exp = c.execute(sa.select(e.n, e.arm, e.api_key, e.user_id).where(e.request_id == request_id)).first()
             if exp is None:
                 raise UnknownRequest(f"unknown request id {request_id!r}")
+            _check_owner(exp, request_id, api_key, user_id)
             if not 0 <= image_index < exp.n:
                 raise ValueError(f"image_index {image_index} out of range: request {request_id} has {exp.n} images")
             old = c.execute(sa.select(feedback).where(feedback.c.idempotency_key == idempotency_key)).first()
@@ -167,24 +183,41 @@ class EventStore:
         return row
 
     def record_judgment(self, *, idempotency_key: str, request_a: str, request_b: str, preference_choice: str,
-                        identity_choice: str, rater: str | None = None) -> tuple[int, bool]:
+                        identity_choice: str, rater: str | None = None, api_key: str | None = None
+                        ) -> tuple[int, bool]:
+        """Store one judgment once. Both requests must exist, be for one user and, when
+        ``api_key`` is given, have been made with that key; a reused idempotency key with another
+        body is a :class:`FeedbackConflict`, as for feedback."""
         for ch in (preference_choice, identity_choice):
             if ch not in ("a", "b"):
                 raise ValueError(f"a choice is 'a' or 'b', got {ch!r}")
+        body = (request_a, request_b, preference_choice, identity_choice, rater)
 
         def tx(c):
+            e = exposures.c
+            users = set()
             for r in (request_a, request_b):
-                if c.execute(sa.select(exposures.c.request_id).where(exposures.c.request_id == r)).first() is None:
+                row = c.execute(sa.select(e.api_key, e.user_id).where(e.request_id == r)).first()
+                if row is None:
                     raise UnknownRequest(f"unknown request id {r!r}")
-            old = c.execute(sa.select(judgments.c.id).where(judgments.c.idempotency_key == idempotency_key)).first()
+                _check_owner(row, r, api_key, None)
+                users.add(row.user_id)
+            if len(users) > 1:
+                raise NotYours("a judgment compares two requests made for the same user")
+            j = judgments.c
+            old = c.execute(sa.select(j.id, j.request_a, j.request_b, j.preference_choice, j.identity_choice, j.rater)
+                            .where(j.idempotency_key == idempotency_key)).first()
             if old is not None:
-                return old.id, True
+                return old.id, True, tuple(old)[1:]
             res = c.execute(judgments.insert().values(
                 idempotency_key=idempotency_key, request_a=request_a, request_b=request_b,
                 preference_choice=preference_choice, identity_choice=identity_choice, rater=rater, created_at=_now()))
-            return res.inserted_primary_key[0], False
+            return res.inserted_primary_key[0], False, body
 
-        return self._idempotent(tx)
+        jid, dup, stored = self._idempotent(tx)
+        if dup and stored != body:
+            raise FeedbackConflict(f"idempotency key {idempotency_key!r} was used for another judgment")
+        return jid, dup
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -206,7 +239,8 @@ class EventStore:
     def exposures_frame(self, experiment: str | None = None) -> pl.DataFrame:
         e = exposures.c
         return self._frame(e.request_id, e.created_at, e.experiment, e.arm, e.user_id, e.reference_item_id, e.method,
-                           e.n, e.seed, e.chosen, where=None if experiment is None else e.experiment == experiment,
+                           e.n, e.seed, e.chosen, e.api_key,
+                           where=None if experiment is None else e.experiment == experiment,
                            order_by=(e.created_at, e.request_id))
 
     def feedback_frame(self) -> pl.DataFrame:

@@ -23,6 +23,7 @@ exposures = sa.Table(
     sa.Column("chosen", sa.Integer, nullable=False),
     sa.Column("fallback", sa.String(64)),
     sa.Column("payload", sa.JSON, nullable=False),  # scores per candidate, history weights, timings
+    sa.Column("api_key", sa.String(64)),  # the name of the key that made the request (feedback binds to it)
     sa.Index("ix_exposures_experiment_arm", "experiment", "arm"),
     sa.Index("ix_exposures_user", "user_id"),
 )

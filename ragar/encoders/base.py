@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,28 @@ MAX_IMAGE_PIXELS = 4096 * 4096
 
 class ImageInputError(ValueError):
     """An input that is not a usable image: says which one and why."""
+
+
+_ADDRESS = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def pil_to_rgb(im: Image.Image) -> np.ndarray:
+    """HxWx3 uint8 from any PIL mode: 16- and 32-bit grey scaled down (not clipped to white), float
+    grey in [0, 1] or [0, 255], transparency composited on white (a cut-out product photo keeps
+    its white page, not a black one)."""
+    if im.mode.startswith("I") or im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        if im.mode.startswith("I;16") or (im.mode == "I" and a.max() > 255):
+            a = a / 257.0
+        elif im.mode == "F" and a.max() <= 1.0:
+            a = a * 255.0
+        g = np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(g[..., None], 3, axis=2))
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.asarray(im.convert("RGB"))
 
 
 def load_rgb(x: ImageLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
@@ -52,13 +75,16 @@ def load_rgb(x: ImageLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
             with Image.open(x) as im:
                 if im.width * im.height > max_pixels:
                     raise ImageInputError(f"{name}: {im.width}x{im.height} exceeds {max_pixels} pixels")
-                return np.asarray(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-            raise ImageInputError(f"{name}: not a readable image ({e})") from None
+                return pil_to_rgb(im)
+        except UnidentifiedImageError:
+            raise ImageInputError(f"{name}: not a readable image (no image format Pillow decodes: PNG, JPEG, "
+                                  "WebP, GIF, BMP, TIFF, ...)") from None
+        except (OSError, Image.DecompressionBombError) as e:
+            raise ImageInputError(f"{name}: not a readable image ({_ADDRESS.sub('', str(e))})") from None
     if isinstance(x, Image.Image):
         if x.width * x.height > max_pixels:
             raise ImageInputError(f"image of {x.width}x{x.height} exceeds {max_pixels} pixels")
-        return np.asarray(x.convert("RGB"))
+        return pil_to_rgb(x)
     raise ImageInputError(f"cannot read an image from {type(x).__name__}")
 
 

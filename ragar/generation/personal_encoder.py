@@ -80,7 +80,7 @@ def generated_views(personalizer, reals: Sequence[np.ndarray], cfg: SyntheticDat
     """(positives, negatives) rendered by the personalizer's generator; see the module doc.
     ``exclude_items``: catalog items that *are* this object (never used as other objects)."""
     k = len(reals)
-    ref, _, _ = personalizer._reference_vectors([None] * k, list(reals))
+    ref, _, _ = personalizer.reference_vectors([None] * k, list(reals))
     query = personalizer.image_encoder.encode(list(reals)).mean(0)
     order = np.argsort(-(personalizer.catalog.image @ query), kind="stable")
     others = [int(i) for i in order if personalizer.catalog.ids[i] not in exclude_items][: cfg.neighbours]

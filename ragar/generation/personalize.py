@@ -113,8 +113,11 @@ class Personalizer:
 
     # --- references -------------------------------------------------------------------------
 
-    def _reference_vectors(self, item_ids: list[str | None], images: list[ImageLike | None]
+    def reference_vectors(self, item_ids: list[str | None], images: list[ImageLike | None]
                            ) -> tuple[np.ndarray, list[str], list[np.ndarray | None]]:
+        """Embedding, source and pixels of each reference: a catalog item's cached vector, or an
+        image embedded now (with the text of its nearest catalog item). The API's preference view
+        and the generation path share it, so both see the same reference."""
         vecs, sources, pixels = [], [], []
         for item, img in zip(item_ids, images, strict=True):
             if item is not None:
@@ -225,7 +228,7 @@ class Personalizer:
             raise ValueError(f"n must be between 1 and {cfg.max_n} (the configured cap), got {n}")
         method = method or cfg.method
         t0 = time.perf_counter()
-        ref, sources, pixels = self._reference_vectors(items, imgs)
+        ref, sources, pixels = self.reference_vectors(items, imgs)
         if preference_embeds is None:
             pref, weights, fallback = self.preference_embeddings(users, ref, method, as_of)
         else:

@@ -7,6 +7,21 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from serving.security import ApiKeySpec, hash_token, new_token
+
+#: the keys every test service accepts: a backend key (generate + feedback), a second backend (to
+#: try another key's requests), a reporting key and an admin; tokens made fresh for each test run
+TOKENS = {"app": new_token(), "other": new_token(), "reporter": new_token(), "admin": new_token()}
+SCOPES = {"app": ["generate", "feedback"], "other": ["generate", "feedback"], "reporter": ["report"],
+          "admin": ["admin"]}
+KEYS = [ApiKeySpec(name=n, sha256=hash_token(t), scopes=SCOPES[n], rate_per_s=1000, burst=1000)
+        for n, t in TOKENS.items()]
+
+
+def auth(name: str = "admin") -> dict[str, str]:
+    """The Authorization header of one of the test keys."""
+    return {"Authorization": f"Bearer {TOKENS[name]}"}
+
 EXPERIMENTS_YAML = """
 experiments:
   - name: weighting
@@ -40,7 +55,7 @@ def make_service(tiny_personalizer, tiny_models, tmp_path, experiments_file):
     def make(db_url: str | None = None, experiments: Path | None = experiments_file, **kw) -> Service:
         s = ServingSettings(db_url=db_url or f"sqlite:///{tmp_path / 'events.db'}", images_dir=tmp_path / "images",
                             experiments=experiments, num_inference_steps=kw.pop("num_inference_steps", 2),
-                            data=tiny_models["data"], **kw)
+                            data=tiny_models["data"], api_keys=kw.pop("api_keys", KEYS), **kw)
         store = EventStore(s.db_url)
         store.migrate()
         items = pl.read_parquet(Path(tiny_models["data"]) / "items.parquet")

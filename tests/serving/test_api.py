@@ -10,6 +10,8 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
+from tests.serving.conftest import auth
+
 
 def _png(arr: np.ndarray) -> str:
     buf = io.BytesIO()
@@ -19,7 +21,7 @@ def _png(arr: np.ndarray) -> str:
 
 @pytest.fixture
 def api(live):
-    with live() as (url, svc), httpx.Client(base_url=url, timeout=60) as c:
+    with live() as (url, svc), httpx.Client(base_url=url, timeout=60, headers=auth("app")) as c:
         c.svc = svc
         c.user = svc.users["user_id"][0]
         c.item = svc.items["item_id"][0]
@@ -54,13 +56,13 @@ def test_generate_records_the_exposure_before_answering(api):
     assert img.content == base64.b64decode(g["candidates"][0]["b64_png"])
     again = _generate(api).json()  # same seed, same user: same images and scores
     assert [c["identity"] for c in again["candidates"]] == pytest.approx([c["identity"] for c in g["candidates"]])
-    assert api.get(f"/v1/experiments/weighting/assignments/{api.user}").json()["arm"] == g["arm"]
+    assert api.get(f"/v1/experiments/weighting/assignments/{api.user}", headers=auth()).json()["arm"] == g["arm"]
 
 
 def test_allowlist_forces_the_arm(api):
     g = api.post("/v1/generate", json={"user_id": "qa-user", "reference_item_id": api.item, "n": 1}).json()
     assert g["arm"] == "ragar" and g["fallback"] == "unknown-user"  # not in the log: reference alone, said so
-    assert api.get("/v1/experiments/weighting/assignments/qa-user").json()["forced"] is True
+    assert api.get("/v1/experiments/weighting/assignments/qa-user", headers=auth()).json()["forced"] is True
 
 
 def test_uploaded_reference(api):
@@ -109,7 +111,8 @@ def test_preference_endpoint(api):
 
 def test_feedback_paths(api):
     g = _generate(api).json()
-    body = {"request_id": g["request_id"], "image_index": 1, "event": "click", "idempotency_key": "fb-0000001"}
+    body = {"request_id": g["request_id"], "user_id": api.user, "image_index": 1, "event": "click",
+            "idempotency_key": "fb-0000001"}
     first = api.post("/v1/feedback", json=body)
     dup = api.post("/v1/feedback", json=body)
     assert first.status_code == dup.status_code == 200
@@ -122,20 +125,24 @@ def test_feedback_paths(api):
                     ).status_code == 400
     assert api.post("/v1/feedback", json={**body, "event": "purchase"}).status_code == 422
     assert api.svc.store.feedback_frame().height == 1
-    rep = api.get("/v1/experiments/weighting/report").json()
+    rep = api.get("/v1/experiments/weighting/report", headers=auth("reporter")).json()
     arm = next(a for a in rep["arms"] if a["arm"] == g["arm"])
     assert arm["exposures"] == 1 and arm["clicks"] == 1
-    assert api.get("/v1/experiments/nope/report").status_code == 404
-    exps = api.get("/v1/experiments").json()
+    assert api.get("/v1/experiments/nope/report", headers=auth("reporter")).status_code == 404
+    exps = api.get("/v1/experiments", headers=auth("reporter")).json()
     assert exps[0]["name"] == "weighting" and [a["share"] for a in exps[0]["arms"]] == [0.5, 0.5]
+    assert exps[0]["salt"] is None and api.get("/v1/experiments", headers=auth()).json()[0]["salt"] == "s1"
 
 
 def test_compare_and_judgments(api):
     r = api.post("/v1/compare", json={"user_id": api.user, "reference_item_id": api.item, "seed": 4})
     assert r.status_code == 200, r.text
     pair = r.json()
-    assert {pair["a"]["method"], pair["b"]["method"]} == {"ragar", "uniform"}
-    assert pair["a"]["seed"] == pair["b"]["seed"] == 4
+    assert set(pair["a"]) == set(pair["b"]) == {"request_id", "url"}  # blind: nothing says which method
+    rows = {x["request_id"]: x for x in api.svc.store.exposures_frame().to_dicts()}
+    a, b = rows[pair["a"]["request_id"]], rows[pair["b"]["request_id"]]
+    assert {a["method"], b["method"]} == {"ragar", "uniform"} and a["seed"] == b["seed"] == 4
+    assert api.get(pair["a"]["url"]).status_code == 200
     body = {"request_a": pair["a"]["request_id"], "request_b": pair["b"]["request_id"], "preference_choice": "a",
             "identity_choice": "b", "idempotency_key": "judge-0001"}
     assert api.post("/v1/judgments", json=body).json()["duplicate"] is False
@@ -154,7 +161,7 @@ def test_catalog_endpoints_and_the_page(api):
     assert api.get("/v1/items/zzz/image").status_code == 404
     assert api.get("/v1/images/not-a-uuid/0.png").status_code == 404
     assert api.get("/v1/images/00000000-0000-0000-0000-000000000000/0.png").status_code == 404
-    users = api.get("/v1/users", params={"limit": 3}).json()
+    users = api.get("/v1/users", params={"limit": 3}, headers=auth("reporter")).json()
     assert len(users) == 3 and users[0]["events"] >= users[1]["events"]
     page = api.get("/")
     assert page.status_code == 200 and "RAGAR" in page.text
@@ -162,7 +169,8 @@ def test_catalog_endpoints_and_the_page(api):
 
 def test_metrics_count_routes_arms_and_batches(api):
     g = _generate(api).json()
-    text = api.get("/metrics").text
+    assert api.get("/metrics").status_code == 403  # the app key has no report scope
+    text = api.get("/metrics", headers=auth("reporter")).text
     assert f'ragar_requests_total{{arm="{g["arm"]}",route="/v1/generate",status="200"}} 1.0' in text
     assert "ragar_batch_size_count 1.0" in text
     assert "ragar_generation_seconds_count 1.0" in text
@@ -178,8 +186,8 @@ def test_database_going_away_mid_run_is_503_and_writes_nothing(api):
         r = _generate(api, seed=2)
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         assert "unavailable" in r.text
-        fb = api.post("/v1/feedback", json={"request_id": g["request_id"], "image_index": 0, "event": "like",
-                                            "idempotency_key": "fb-down-001"})
+        fb = api.post("/v1/feedback", json={"request_id": g["request_id"], "user_id": api.user, "image_index": 0,
+                                            "event": "like", "idempotency_key": "fb-down-001"})
         assert fb.status_code == 503
     finally:
         blocker.exec_driver_sql("ROLLBACK")
@@ -199,7 +207,7 @@ def test_queue_full_is_429_with_retry_after(live):
 
         def hit(i):
             r = httpx.post(f"{url}/v1/generate", json={"user_id": user, "reference_item_id": item, "n": 4,
-                                                       "seed": i}, timeout=60)
+                                                       "seed": i}, timeout=60, headers=auth("app"))
             with lock:
                 codes.append((r.status_code, r.headers.get("retry-after")))
 
@@ -219,13 +227,14 @@ def test_queue_full_is_429_with_retry_after(live):
         assert any(c == 429 for c, _ in codes) and any(c == 200 for c, _ in codes)
         assert all(ra == "1" for c, ra in codes if c == 429)
         assert svc.store.exposures_frame().height == sum(c == 200 for c, _ in codes)
-        assert 'ragar_rejected_total{reason="queue_full"}' in httpx.get(f"{url}/metrics").text
+        assert 'ragar_rejected_total{reason="queue_full"}' in httpx.get(f"{url}/metrics", headers=auth()).text
 
 
 def test_timeout_is_504(live):
     with live(request_timeout_s=0.01) as (url, svc):
         r = httpx.post(f"{url}/v1/generate", json={"user_id": svc.users["user_id"][0],
-                                                   "reference_item_id": svc.items["item_id"][0], "n": 4}, timeout=60)
+                                                   "reference_item_id": svc.items["item_id"][0], "n": 4}, timeout=60,
+                       headers=auth("app"))
         assert r.status_code == 504 and "did not finish" in r.text
 
 
@@ -236,7 +245,7 @@ def test_postgres_going_away_mid_run(live):
     url = fresh_pg()
     name = sa.engine.make_url(url).database
     try:
-        with live(db_url=url) as (base, svc), httpx.Client(base_url=base, timeout=60) as c:
+        with live(db_url=url) as (base, svc), httpx.Client(base_url=base, timeout=60, headers=auth("app")) as c:
             body = {"user_id": svc.users["user_id"][0], "reference_item_id": svc.items["item_id"][0], "n": 1}
             first = c.post("/v1/generate", json=body)
             assert first.status_code == 200, first.text
@@ -247,7 +256,8 @@ def test_postgres_going_away_mid_run(live):
                 assert down.status_code == 503 and down.headers["retry-after"] == "1", down.text
                 assert c.get("/readyz").status_code == 503
                 fb = c.post("/v1/feedback", json={"request_id": first.json()["request_id"], "image_index": 0,
-                                                  "event": "click", "idempotency_key": "pg-down-01"})
+                                                  "user_id": body["user_id"], "event": "click",
+                                                  "idempotency_key": "pg-down-01"})
                 assert fb.status_code == 503
             finally:
                 admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
@@ -268,9 +278,10 @@ def test_arm_with_its_own_generator(live, tmp_path, tiny_models):
                    "    allowlist: {u-other: other, u-base: base}\n")
     with live(experiments=exp, models=tiny_models["generator"].parent) as (url, svc):
         item = svc.items["item_id"][0]
-        a = httpx.post(f"{url}/v1/generate", json={"user_id": "u-other", "reference_item_id": item}, timeout=60)
+        a = httpx.post(f"{url}/v1/generate", json={"user_id": "u-other", "reference_item_id": item}, timeout=60,
+                       headers=auth("app"))
         b = httpx.post(f"{url}/v1/generate", json={"user_id": "u-base", "reference_item_id": item, "n": 2},
-                       timeout=60)
+                       timeout=60, headers=auth("app"))
         assert a.status_code == b.status_code == 200
         assert a.json()["arm"] == "other" and len(a.json()["candidates"]) == 1
         assert b.json()["arm"] == "base" and len(b.json()["candidates"]) == 2
@@ -292,17 +303,18 @@ def test_abandoned_request_is_cancelled_before_it_runs(live):
 
         svc.batcher.run_batch = held
         body = {"user_id": svc.users["user_id"][0], "reference_item_id": svc.items["item_id"][0], "n": 2}
-        first = threading.Thread(target=lambda: httpx.post(f"{url}/v1/generate", json=body, timeout=60))
+        first = threading.Thread(target=lambda: httpx.post(f"{url}/v1/generate", json=body, timeout=60,
+                                                           headers=auth("app")))
         first.start()
         time.sleep(0.2)
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"{url}/v1/generate", json={**body, "n": 1}, timeout=0.2)
+            httpx.post(f"{url}/v1/generate", json={**body, "n": 1}, timeout=0.2, headers=auth("app"))
         deadline = time.monotonic() + 10
         while svc.batcher.cancelled == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         gate.set()
         first.join()
         assert svc.batcher.cancelled == 1
-        assert 'ragar_rejected_total{reason="abandoned"} 1.0' in httpx.get(f"{url}/metrics").text
+        assert 'ragar_rejected_total{reason="abandoned"} 1.0' in httpx.get(f"{url}/metrics", headers=auth()).text
         time.sleep(0.5)  # time for the worker to (wrongly) run it, if it would
         assert svc.store.exposures_frame()["n"].to_list() == [2]  # only the first request was generated

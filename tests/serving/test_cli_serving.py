@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from ragar.cli import app
 from serving.store import EventStore
-from tests.serving.conftest import EXPERIMENTS_YAML
+from tests.serving.conftest import EXPERIMENTS_YAML, auth
 
 runner = CliRunner()
 
@@ -58,16 +58,24 @@ def test_config_errors_name_the_key_and_file(tmp_path, tiny_world):
     assert r.exit_code == 2 and "no dataset" in r.output
     r = runner.invoke(app, ["serve", "--data", str(tiny_world), "--max-batch-size", "0"])
     assert r.exit_code == 2 and "max_batch_size" in r.output
+    r = runner.invoke(app, ["serve", "--data", str(tiny_world)])  # no key anywhere: nobody could call it
+    assert r.exit_code == 2 and "no API keys" in r.output
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("keys:\n  - {name: x, sha256: abc, scopes: [generate]}\n")
+    r = runner.invoke(app, ["serve", "--data", str(tiny_world), "--api-keys", str(keys)])
+    assert r.exit_code == 2 and str(keys) in r.output and "sha256" in r.output
+    r = runner.invoke(app, ["serve", "--data", str(tiny_world), "--demo", "--host", "0.0.0.0"])
+    assert r.exit_code == 2 and "127.0.0.1 only" in r.output
 
 
 def test_alignment_from_judgments_made_over_http(live, tmp_path):
-    with live() as (url, svc), httpx.Client(base_url=url, timeout=60) as c:
+    with live() as (url, svc), httpx.Client(base_url=url, timeout=60, headers=auth("app")) as c:
         users = svc.users["user_id"].head(4).to_list()
         for k, user in enumerate(users):
             pair = c.post("/v1/compare", json={"user_id": user, "reference_item_id": svc.items["item_id"][k],
                                                "seed": k}).json()
-            fa = pair["a"]["candidates"][0]["preference_fit"]
-            fb = pair["b"]["candidates"][0]["preference_fit"]
+            stored = svc.store.payloads([pair["a"]["request_id"], pair["b"]["request_id"]])  # the pair is blind
+            fa, fb = (stored[pair[s]["request_id"]]["candidates"][0]["preference_fit"] for s in "ab")
             # a rater who always agrees with the ranker on fit, and always picks "a" on identity
             c.post("/v1/judgments", json={"request_a": pair["a"]["request_id"], "request_b": pair["b"]["request_id"],
                                           "preference_choice": "a" if fa >= fb else "b", "identity_choice": "a",

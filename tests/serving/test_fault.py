@@ -11,9 +11,16 @@ import uuid
 import httpx
 import pytest
 
+from serving.security import add_key
 from serving.server import free_port, wait_ready
 from serving.store import EventStore
 from tests.serving.conftest import EXPERIMENTS_YAML
+
+
+def _key(tmp_path) -> dict[str, str]:
+    """A keys file for the server (the same across its restart) and the header with its token."""
+    token = add_key(tmp_path / "keys.yaml", "fault-test", ["admin"], rate_per_s=1000, burst=1000)
+    return {"Authorization": f"Bearer {token}"}
 
 
 def _start(tiny_models, tmp_path, port, saw: list | None = None):
@@ -21,7 +28,7 @@ def _start(tiny_models, tmp_path, port, saw: list | None = None):
     cmd = [sys.executable, "-m", "ragar.cli", "serve", "--models", str(models), "--data", str(tiny_models["data"]),
            "--db", f"sqlite:///{tmp_path / 'events.db'}", "--experiments", str(tmp_path / "exp.yaml"),
            "--config", "tiny", "--port", str(port), "--num-inference-steps", "2",
-           "--images-dir", str(tmp_path / "images"), "--max-batch-size", "4"]
+           "--images-dir", str(tmp_path / "images"), "--max-batch-size", "4", "--api-keys", str(tmp_path / "keys.yaml")]
     log = open(tmp_path / f"server-{port}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     url = f"http://127.0.0.1:{port}"
@@ -47,6 +54,7 @@ def _start(tiny_models, tmp_path, port, saw: list | None = None):
 @pytest.mark.timeout(600)
 def test_sigkill_under_load_loses_no_acknowledged_event(tiny_models, tmp_path):
     (tmp_path / "exp.yaml").write_text(EXPERIMENTS_YAML)
+    headers = _key(tmp_path)
     import polars as pl
 
     logged = pl.read_parquet(tiny_models["data"] / "interactions.parquet")["user_id"].unique().sort().to_list()
@@ -60,7 +68,7 @@ def test_sigkill_under_load_loses_no_acknowledged_event(tiny_models, tmp_path):
     stop = threading.Event()
 
     def client(k: int):
-        c = httpx.Client(base_url=url, timeout=30)
+        c = httpx.Client(base_url=url, timeout=30, headers=headers)
         i = 0
         while not stop.is_set() and i < 500:  # bounded
             u = users[(k + i) % len(users)]
@@ -75,8 +83,8 @@ def test_sigkill_under_load_loses_no_acknowledged_event(tiny_models, tmp_path):
                 with lock:
                     acked_exposures[g["request_id"]] = (u, g["arm"])
                 key = f"fb-{uuid.uuid4()}"
-                f = c.post("/v1/feedback", json={"request_id": g["request_id"], "image_index": 0, "event": "click",
-                                                 "idempotency_key": key})
+                f = c.post("/v1/feedback", json={"request_id": g["request_id"], "user_id": u, "image_index": 0,
+                                                 "event": "click", "idempotency_key": key})
                 if f.status_code == 200:
                     with lock:
                         acked_feedback.add(key)
@@ -108,9 +116,9 @@ def test_sigkill_under_load_loses_no_acknowledged_event(tiny_models, tmp_path):
         assert acked_feedback <= keys, f"{len(acked_feedback - keys)} acknowledged feedback lost"
         arms_before = {u: a for u, a in acked_exposures.values()}
         for u, arm in arms_before.items():  # assignment is sticky across the restart
-            assert httpx.get(f"{url2}/v1/experiments/weighting/assignments/{u}").json()["arm"] == arm
+            assert httpx.get(f"{url2}/v1/experiments/weighting/assignments/{u}", headers=headers).json()["arm"] == arm
         r = httpx.post(f"{url2}/v1/generate", json={"user_id": users[0], "reference_item_id": item, "n": 1},
-                       timeout=60)
+                       timeout=60, headers=headers)
         assert r.status_code == 200 and r.json()["arm"] == arms_before.get(users[0], r.json()["arm"])
     finally:
         proc2.send_signal(signal.SIGTERM)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.serving.helpers import chromium
 
@@ -23,12 +24,14 @@ def browser():
 
 
 def test_try_it_page_generates_shows_weights_and_sends_feedback(live, browser):
-    with live() as (url, svc):
+    with live(demo=True) as (url, svc):
         page = browser.new_page(viewport={"width": 1200, "height": 1100})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)  # CSP violations too
+        page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
         page.goto(url + "/")
-        page.wait_for_function("document.getElementById('status').textContent === 'ready'")
+        expect(page.locator("#status")).to_have_text("ready")
         user = svc.users["user_id"][0]
         page.select_option("#user", user)
         page.fill("#n", "3")
@@ -41,7 +44,7 @@ def test_try_it_page_generates_shows_weights_and_sends_feedback(live, browser):
         meta = page.inner_text("#meta")
         request_id = meta.split()[1]
         page.locator(".candidate").nth(1).locator(".fb-like").click()
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('feedback stored')")
+        expect(page.locator("#status")).to_contain_text("feedback stored", timeout=30_000)
         fb = svc.store.feedback_frame()
         assert fb.rows(named=True)[0]["request_id"] == request_id and fb["event"].to_list() == ["like"]
         # every image on the page loaded (naturalWidth > 0)
@@ -54,14 +57,13 @@ def test_try_it_page_generates_shows_weights_and_sends_feedback(live, browser):
         page.click("#tab-rate")
         page.select_option("#rate-user", user)
         page.click("#new-pair")
-        page.wait_for_function("document.getElementById('rate-status').textContent === 'choose, then submit'",
-                               timeout=60_000)
+        expect(page.locator("#rate-status")).to_have_text("choose, then submit", timeout=60_000)
         page.click("#submit-judgment")  # nothing chosen yet: refused on the page, nothing stored
         assert "answer both" in page.inner_text("#rate-status") and svc.store.judgments_frame().height == 0
         page.check("input[name=pref][value=a]")
         page.check("input[name=ident][value=b]")
         page.click("#submit-judgment")
-        page.wait_for_function("document.getElementById('rate-status').textContent.startsWith('judgment stored')")
+        expect(page.locator("#rate-status")).to_contain_text("judgment stored", timeout=30_000)
         j = svc.store.judgments_frame().rows(named=True)
         assert len(j) == 1 and (j[0]["preference_choice"], j[0]["identity_choice"]) == ("a", "b")
         page.screenshot(path=str(SCREENSHOTS / "rate.png"), full_page=True)

@@ -3,7 +3,7 @@
 import pytest
 import sqlalchemy as sa
 
-from serving.store import EventStore, FeedbackConflict, StoreUnavailable, UnknownRequest
+from serving.store import EventStore, FeedbackConflict, NotYours, StoreUnavailable, UnknownRequest
 from tests.serving.helpers import drop_pg, fresh_pg
 
 
@@ -11,17 +11,17 @@ from tests.serving.helpers import drop_pg, fresh_pg
 def store(request, tmp_path):
     url = f"sqlite:///{tmp_path / 'ev.db'}" if request.param == "sqlite" else fresh_pg()
     s = EventStore(url)
-    assert s.migrate() == "0002"
+    assert s.migrate() == "0003"
     yield s
     s.dispose()
     if request.param == "postgresql":
         drop_pg(url)
 
 
-def _expose(store, rid="r1", n=2, arm="a"):
-    store.record_exposure(request_id=rid, experiment="e", arm=arm, user_id="u1", reference_item_id="i1",
+def _expose(store, rid="r1", n=2, arm="a", user="u1", key="k1"):
+    store.record_exposure(request_id=rid, experiment="e", arm=arm, user_id=user, reference_item_id="i1",
                           reference_source="catalog", method="ragar", n=n, seed=7, chosen=1, fallback=None,
-                          payload={"candidates": [{"identity": 0.5}] * n})
+                          payload={"candidates": [{"identity": 0.5}] * n}, api_key=key)
 
 
 def test_migrations_are_idempotent_and_match_the_tables(store):
@@ -30,7 +30,7 @@ def test_migrations_are_idempotent_and_match_the_tables(store):
 
     from serving.tables import metadata
 
-    assert store.migrate() == "0002"  # running again changes nothing
+    assert store.migrate() == "0003"  # running again changes nothing
     with store.engine.connect() as c:
         diff = compare_metadata(MigrationContext.configure(c), metadata)
     assert diff == []
@@ -72,7 +72,38 @@ def test_judgments(store):
     with pytest.raises(UnknownRequest):
         store.record_judgment(idempotency_key="j-000002", request_a="r1", request_b="zz", preference_choice="a",
                               identity_choice="a")
+    with pytest.raises(FeedbackConflict, match="another judgment"):  # the same key, another body: like feedback
+        store.record_judgment(idempotency_key="j-000001", request_a="r1", request_b="r2", preference_choice="b",
+                              identity_choice="b")
     assert store.judgments_frame()["identity_choice"].to_list() == ["b"]
+
+
+def test_feedback_and_judgments_bind_to_the_request_key_and_user(store):
+    _expose(store, "r1", user="u1", key="k1")
+    _expose(store, "r2", user="u1", key="k1")
+    _expose(store, "r3", user="u2", key="k1")
+    _expose(store, "r4", user="u1", key="k2")
+    with pytest.raises(NotYours, match="another API key"):
+        store.record_feedback(idempotency_key="k-000010", request_id="r1", image_index=0, event="like",
+                              api_key="k2", user_id="u1")
+    with pytest.raises(NotYours, match="another user"):
+        store.record_feedback(idempotency_key="k-000011", request_id="r1", image_index=0, event="like",
+                              api_key="k1", user_id="u2")
+    with pytest.raises(NotYours, match="another API key"):
+        store.record_judgment(idempotency_key="j-000010", request_a="r1", request_b="r4", preference_choice="a",
+                              identity_choice="a", api_key="k1")
+    with pytest.raises(NotYours, match="same user"):
+        store.record_judgment(idempotency_key="j-000011", request_a="r1", request_b="r3", preference_choice="a",
+                              identity_choice="a", api_key="k1")
+    assert store.feedback_frame().height == 0 and store.judgments_frame().height == 0
+    ok = store.record_feedback(idempotency_key="k-000012", request_id="r1", image_index=0, event="like",
+                               api_key="k1", user_id="u1")
+    admin = store.record_feedback(idempotency_key="k-000013", request_id="r4", image_index=0, event="like",
+                                  api_key=None, user_id="u1")  # an admin: any key's request, the right user
+    assert not ok.duplicate and not admin.duplicate
+    assert store.record_judgment(idempotency_key="j-000012", request_a="r1", request_b="r2", preference_choice="a",
+                                 identity_choice="a", api_key="k1")[1] is False
+    assert store.exposures_frame().sort("request_id")["api_key"].to_list() == ["k1", "k1", "k1", "k2"]
 
 
 def test_unreachable_database_is_store_unavailable():
