@@ -43,8 +43,9 @@ def decode_base64(text: str, max_bytes: int, field: str = "reference_image") -> 
         raise UploadError(f"{field} is empty")
     bad = _BAD.search(s)
     if bad:
-        raise UploadError(f"{field} is not valid base64: character {bad.group()!r} at position {bad.start()} is not "
-                          "in the base64 alphabet (standard A-Z a-z 0-9 + / or URL-safe - _)")
+        raise UploadError(f"{field} is not valid base64: character {bad.group()!r} at position {bad.start() + 1} "
+                          "(from 1, line breaks not counted) is not in the base64 alphabet (standard A-Z a-z 0-9 "
+                          "+ / or URL-safe - _)")
     urlsafe, standard = bool(re.search(r"[-_]", s)), bool(re.search(r"[+/]", s))
     if urlsafe and standard:
         raise UploadError(f"{field} is not valid base64: it mixes the standard (+ /) and URL-safe (- _) alphabets")

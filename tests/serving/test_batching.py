@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from serving.batching import MicroBatcher, QueueFull
+from serving.batching import DeadlineExceeded, MicroBatcher, Overloaded, QueueFull
 
 
 def _runner(log, delay=0.0):
@@ -81,3 +81,60 @@ def test_a_failing_batch_fails_its_requests_only():
         await b.stop()
 
     asyncio.run(main())
+
+
+def test_requests_past_their_deadline_never_run():
+    log, gate = [], threading.Event()
+
+    def run(key, payloads):
+        gate.wait(5)
+        return _runner(log)(key, payloads)
+
+    async def main():
+        b = MicroBatcher(run, max_batch_size=4, max_wait_s=0.0)
+        await b.start()
+        first = b.submit("k", 0)  # holds the worker
+        await asyncio.sleep(0.05)
+        late = b.submit("k", 1, deadline=time.perf_counter() + 0.1)
+        await asyncio.sleep(0.3)  # its deadline passes while it waits behind the held batch
+        gate.set()
+        assert (await first)[0] == "k:0"
+        with pytest.raises(DeadlineExceeded, match="deadline passed"):
+            await late
+        await b.stop()
+        return b.expired
+
+    assert asyncio.run(main()) == 1
+    assert [p for _, ps in log for p in ps] == [0]  # the late request cost nothing
+
+
+def test_learned_cost_refuses_what_cannot_finish_and_sizes_batches_to_the_deadline():
+    log, overruns = [], []
+
+    def run(key, payloads):  # 0.1 s per unit of work
+        log.append(list(payloads))
+        time.sleep(0.1 * len(payloads))
+        return payloads
+
+    async def main():
+        b = MicroBatcher(run, max_batch_size=8, max_wait_s=0.0, on_batch=lambda n, s, over: overruns.append(over))
+        await b.start()
+        await b.submit("k", "warm")
+        assert b.sec_per_unit == pytest.approx(0.1, rel=0.5)
+        with pytest.raises(Overloaded, match="would miss its deadline") as e:
+            b.submit("k", "x", cost=4, deadline=time.perf_counter() + 0.2)  # 0.4 s of work, 0.2 s left
+        assert e.value.wait_s == 0.0  # nothing queued: it is the request itself that is too big
+        hold = b.submit("k", "hold")  # occupies the worker while the next ones queue up
+        await asyncio.sleep(0.02)
+        deadline = time.perf_counter() + 0.1 + 0.35  # the held batch, then room for about three units
+        futs = [b.submit("k", i, deadline=deadline) for i in range(3)]
+        await hold
+        res = await asyncio.gather(*futs, return_exceptions=True)
+        await b.stop()
+        return res
+
+    res = asyncio.run(main())
+    done = [r for r in res if not isinstance(r, Exception)]
+    assert done and all(isinstance(r, DeadlineExceeded) for r in res if isinstance(r, Exception))
+    assert max(len(p) for p in log[2:]) <= 3  # no batch bigger than the deadline allowed
+    assert max(overruns) < 0.1  # no batch ran on for long past its callers' deadline
