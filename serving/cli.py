@@ -116,75 +116,85 @@ def ab_report(
     experiment: Annotated[str, typer.Option(help="experiment name")],
     experiments: ExperimentsOpt = None,
     db: DbOpt = None,
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="the dataset whose log gives each user's "
+                                              "pre-experiment click rate (CUPED); without it, no CUPED")] = None,
     control: Annotated[str | None, typer.Option(help="control arm (default: the first)")] = None,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/ab"),
 ) -> dict:
-    """Per arm: exposures, click and like rates, lifts with 95% CIs, z-test p-values, SRM check."""
+    """User-level lifts (delta method, CUPED) with always-valid intervals and the decision, plan
+    progress, guardrails, the per-exposure view and the SRM check; table, JSON and HTML."""
     from serving.analysis import experiment_report
     from serving.store import EventStore, StoreUnavailable
 
     settings = _settings(db_url=db)
     exp = _find_experiment(_experiments(experiments), experiment)
+    covariates = _covariates(data) if data is not None else None
     try:
         store = EventStore(settings.db_url)
-        rep = experiment_report(exp, store.exposures_frame(exp.name), store.feedback_frame(), control)
+        rep = experiment_report(exp, store.experiment_data(exp.name, covariates), control=control)
     except StoreUnavailable as e:
         raise fail(str(e)) from None
-    except KeyError as e:
+    except (KeyError, ValueError) as e:
         raise fail(str(e).strip("'\"")) from None
     write_ab_report(rep, exp, out)
     return rep
 
 
+def _covariates(data: Path) -> dict[str, float]:
+    from recsys.data.io import read_table
+    from serving.analysis import pre_period_click_rate
+
+    try:
+        return pre_period_click_rate(read_table(data, "interactions"))
+    except (OSError, ValueError) as e:
+        raise fail(f"--data {data}: cannot read its interaction log ({e})") from None
+
+
+@ab_app.command("plan")
+def ab_plan(
+    baseline: Annotated[float, typer.Option(help="the control's click rate, e.g. 0.30")],
+    mde: Annotated[float, typer.Option(help="minimum detectable effect, absolute, e.g. 0.025")],
+    alpha: float = 0.05,
+    power: float = 0.8,
+    rho: Annotated[list[float] | None, typer.Option("--rho", help="CUPED covariate correlation(s) to plan "
+                                                    "with (repeatable)")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/ab-plan"),
+) -> list[dict]:
+    """Users per arm to detect an effect, without CUPED and with it at each correlation."""
+    from eval.report import write_json
+    from serving.abstats import users_per_arm
+
+    rows = []
+    for r in [0.0, *(rho or [])]:
+        try:
+            n = users_per_arm(baseline, mde, alpha=alpha, power=power, rho=r)
+        except ValueError as e:
+            raise fail(str(e)) from None
+        rows.append({"baseline": baseline, "mde": mde, "alpha": alpha, "power": power, "cuped_rho": r,
+                     "users_per_arm": n, "users_total": 2 * n})
+    print_table(rows, "users per arm (two-sided z-test on Cohen's h; CUPED scales by 1 - rho^2)")
+    write_json({"rows": rows}, out / "plan.json")
+    return rows
+
+
 def write_ab_report(rep: dict, exp, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from statsmodels.stats.proportion import proportion_confint
-
-    from eval.report import HtmlReport, write_json
+    from eval.ab_report import ab_report_html, exposure_rows, user_level_rows
+    from eval.report import write_json
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(rep, out / "report.json")
-    rows = []
-    for a in rep["arms"]:
-        row = {"arm": a["arm"], "exposures": a["exposures"], "click_rate": a["click_rate"], "like_rate": a["like_rate"]}
-        for what in ("click", "like"):
-            lo_hi = a.get(f"{what}_lift_abs_ci95")
-            row[f"{what}_lift"] = a.get(f"{what}_lift_abs")
-            row[f"{what}_lift_ci95"] = f"[{lo_hi[0]:+.3f}, {lo_hi[1]:+.3f}]" if lo_hi else ""
-            row[f"{what}_p"] = a.get(f"{what}_p_value")
-        rows.append(row)
-    print_table(rows, f"experiment {rep['experiment']} (control: {rep['control']}; lifts are absolute, vs control)")
+    print_table(user_level_rows(rep), f"experiment {rep['experiment']}: user-level lifts vs {rep['control']} "
+                f"({'CUPED, ' if rep['cuped'] else ''}always-valid intervals)")
+    print_table(exposure_rows(rep), "per exposure (secondary view; exposures taken as independent)")
     srm = "SAMPLE RATIO MISMATCH" if rep["srm_detected"] else "no sample ratio mismatch"
     console.print(f"{srm}: chi2 {rep['srm_chi2']}, p {rep['srm_p_value']} over {rep['total_exposures']} exposures")
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    names = [a["arm"] for a in rep["arms"]]
-    for ax, what in zip(axes, ("click", "like"), strict=True):
-        rates, errs = [], [[], []]
-        for a in rep["arms"]:
-            n, k = a["exposures"], a[f"{what}s"]
-            p = k / n if n else 0.0
-            lo, hi = proportion_confint(k, n, method="wilson") if n else (0.0, 0.0)
-            rates.append(p)
-            errs[0].append(p - lo)
-            errs[1].append(hi - p)
-        ax.bar(names, rates, yerr=errs, capsize=6, color=["#999"] + ["#47c"] * (len(names) - 1))
-        ax.set_title(f"{what} rate per exposure (95% Wilson CI)")
-        ax.set_ylim(0, max(0.05, max(r + e for r, e in zip(rates, errs[1], strict=True)) * 1.2))
-    fig.tight_layout()
-    rep_html = HtmlReport(f"Experiment {rep['experiment']}")
-    rep_html.paragraph(exp.description or "")
-    rep_html.paragraph(f"Arms and shares: {', '.join(f'{a.name} {a.share:g}' for a in exp.arms)}; salt {exp.salt!r}. "
-                       "Unit: the exposure (one served request); a click (like) is any click (like) on its images. "
-                       "Absolute lift: Wald 95% CI; relative lift: log-ratio 95% CI; p: two-proportion z-test.")
-    rep_html.table(rows, caption=f"control: {rep['control']}")
-    rep_html.paragraph(f"{srm}: chi-square {rep['srm_chi2']}, p = {rep['srm_p_value']} "
-                       f"(flagged below p = 0.001).")
-    rep_html.figure(fig, "rates per arm")
-    path = rep_html.write(out / "report.html")
+    for g in rep["guardrails"]:
+        for b in g["breaches"]:
+            console.print(f"[yellow]guardrail breached[/] in arm {g['arm']}: {b}")
+    p = rep["plan"]
+    console.print(f"plan: {p['users_per_arm_now']} of {p['users_per_arm_needed']} users per arm for mde "
+                  f"{p['mde']:+g}; decision: {rep['decision']}")
+    path = ab_report_html(rep, exp).write(out / "report.html")
     console.print(f"report: {path}")
 
 

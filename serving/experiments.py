@@ -33,6 +33,33 @@ class ArmSettings(BaseModel):
                                   "default: the service's generator")
 
 
+class Plan(BaseModel):
+    """What the experiment is sized for: the effect on clicks per exposure worth detecting."""
+
+    model_config = ConfigDict(extra="forbid")
+    mde: float = Field(0.02, description="minimum detectable effect, absolute (0.02: two points of click rate); "
+                       "also the sequential test's mixing scale")
+    baseline: float | None = Field(None, gt=0, lt=1, description="the control's click rate (default: as measured)")
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    power: float = Field(0.8, gt=0.5, lt=1)
+    cuped_rho: float = Field(0.0, ge=0, lt=1, description="expected correlation of the CUPED covariate")
+
+    @model_validator(mode="after")
+    def _nonzero(self) -> Plan:
+        if self.mde == 0:
+            raise ValueError("plan.mde must not be 0")
+        return self
+
+
+class Guardrails(BaseModel):
+    """Per-arm limits the report flags when an arm crosses them."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_error_rate: float = Field(0.05, ge=0, le=1, description="failed generations / requests")
+    max_p95_latency_s: float = Field(60.0, gt=0)
+    max_identity_drop: float = Field(0.05, ge=0, description="mean identity of served images below the control's")
+
+
 class Arm(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -48,6 +75,8 @@ class Experiment(BaseModel):
     arms: list[Arm] = Field(min_length=1)
     allowlist: dict[str, str] = Field(default_factory=dict, description="user id -> forced arm")
     active: bool = True
+    plan: Plan = Field(default_factory=Plan)
+    guardrails: Guardrails = Field(default_factory=Guardrails)
 
     @model_validator(mode="after")
     def _check(self) -> Experiment:

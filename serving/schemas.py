@@ -178,14 +178,78 @@ class ArmReport(BaseModel):
     like_p_value: float | None = None
 
 
+Interval = tuple[float, float] | None
+
+
+class UserLevelRow(BaseModel):
+    """One treatment arm against the control on one metric, users as units (serving/abstats.py)."""
+
+    arm: str
+    metric: Literal["click", "like"]
+    users: int
+    rate: float | None = Field(description="events per exposure in this arm")
+    diff: float | None = Field(None, description="treatment minus control, delta method")
+    ci95: Interval = None
+    p_value: float | None = None
+    var: float | None = None
+    cuped_diff: float | None = None
+    cuped_ci95: Interval = None
+    cuped_p_value: float | None = None
+    cuped_var: float | None = None
+    variance_reduction: float | None = Field(None, description="1 - Var(CUPED) / Var(raw)")
+    seq_ci95: Interval = Field(None, description="always-valid (mixture SPRT) interval; valid at any look")
+    seq_p_value: float | None = None
+
+
+class PlanOut(BaseModel):
+    mde: float
+    baseline: float | None
+    alpha: float
+    power: float
+    cuped_rho: float
+    users_per_arm_needed: int | None
+    users_per_arm_now: int
+    progress: float | None = Field(description="users now / users needed (the smallest arm)")
+    achieved_power: float | None = Field(description="power against the planned effect at the measured variance")
+    users_still_needed: int | None = Field(description="more users per arm for the planned power, measured variance")
+
+
+class GuardrailOut(BaseModel):
+    arm: str
+    errors: int
+    error_rate: float | None
+    p95_latency_s: float | None
+    identity: float | None = Field(description="mean identity score of the images served")
+    breaches: list[str]
+
+
+class Look(BaseModel):
+    exposures: int
+    users: int
+    at: str
+    diff: float | None
+    ci95: Interval
+    seq_ci95: Interval
+    seq_p_value: float | None
+
+
 class ExperimentReport(BaseModel):
     experiment: str
     control: str
     total_exposures: int
-    arms: list[ArmReport]
+    arms: list[ArmReport] = Field(description="per-exposure view (exposures taken as independent)")
     srm_chi2: float | None
     srm_p_value: float | None
     srm_detected: bool
+    unit: Literal["user"]
+    primary_metric: str
+    cuped: bool = Field(description="whether a pre-experiment covariate adjusted the user-level estimates")
+    sequential_tau: float = Field(description="the mixing scale of the sequential test (the plan's mde)")
+    user_level: list[UserLevelRow]
+    decision: dict[str, str] = Field(description="per treatment arm, on the primary metric's always-valid p")
+    plan: PlanOut
+    guardrails: list[GuardrailOut]
+    timeline: list[Look] = Field(description="the primary comparison at successive looks")
 
 
 class UserOut(BaseModel):

@@ -18,6 +18,7 @@ import polars as pl
 from PIL import Image
 
 from ragar.generation.personalize import PersonalizedResult, Personalizer
+from serving.analysis import pre_period_click_rate
 from serving.batching import MicroBatcher
 from serving.experiments import Arm, Experiment, ExperimentsFile, active_experiment, load_experiments
 from serving.metrics import ServiceMetrics
@@ -88,6 +89,7 @@ class Service:
         self.ready = False
         counts = personalizer.interactions.group_by("user_id").len().sort(["len", "user_id"], descending=[True, False])
         self.users = counts
+        self.covariates = pre_period_click_rate(personalizer.interactions)  # CUPED's, per user
 
     # --- models per arm -----------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from serving.tables import exposures, feedback, judgments
+from serving.tables import exposures, feedback, judgments, request_errors
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 EVENTS = ("click", "like", "skip")
@@ -219,6 +219,16 @@ class EventStore:
             raise FeedbackConflict(f"idempotency key {idempotency_key!r} was used for another judgment")
         return jid, dup
 
+    def record_error(self, *, experiment: str, arm: str, user_id: str, status: int, reason: str) -> bool:
+        """Best effort: a failed generation for the guardrails. False (and nothing raised) when the
+        store is down; that is then the error the client sees."""
+        try:
+            self._run(lambda c: c.execute(request_errors.insert().values(
+                created_at=_now(), experiment=experiment, arm=arm, user_id=user_id, status=status, reason=reason)))
+            return True
+        except StoreUnavailable:
+            return False
+
     # --- reads ----------------------------------------------------------------------------------
 
     def exposure(self, request_id: str) -> dict:
@@ -251,6 +261,30 @@ class EventStore:
         j = judgments.c
         return self._frame(j.id, j.request_a, j.request_b, j.preference_choice, j.identity_choice, j.rater,
                            order_by=(j.id,))
+
+    def errors_frame(self, experiment: str | None = None) -> pl.DataFrame:
+        r = request_errors.c
+        return self._frame(r.experiment, r.arm, r.user_id, r.status, r.reason,
+                           where=None if experiment is None else r.experiment == experiment, order_by=(r.id,))
+
+    def served_frame(self, experiment: str) -> pl.DataFrame:
+        """Per exposure: its latency and the identity score of the image chosen for the user."""
+        e = exposures.c
+        q = sa.select(e.request_id, e.chosen, e.payload).where(e.experiment == experiment)
+        rows = []
+        for rid, chosen, payload in self._run(lambda c: [tuple(r) for r in c.execute(q)]):
+            cands = (payload or {}).get("candidates") or []
+            ident = cands[chosen].get("identity") if 0 <= chosen < len(cands) else None
+            rows.append((rid, (payload or {}).get("latency_s"), ident))
+        return pl.DataFrame(rows, schema={"request_id": pl.Utf8, "latency_s": pl.Float64, "identity": pl.Float64},
+                            orient="row")
+
+    def experiment_data(self, experiment: str, covariates: dict[str, float] | None = None):
+        """Everything :func:`serving.analysis.experiment_report` reads about one experiment."""
+        from serving.analysis import ExperimentData
+
+        return ExperimentData(self.exposures_frame(experiment), self.feedback_frame(), self.errors_frame(experiment),
+                              self.served_frame(experiment), covariates)
 
     def payloads(self, request_ids: list[str]) -> dict[str, dict]:
         q = sa.select(exposures.c.request_id, exposures.c.payload).where(exposures.c.request_id.in_(request_ids))

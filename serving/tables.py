@@ -52,3 +52,17 @@ judgments = sa.Table(
     sa.Column("rater", sa.String(128)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+#: generations that failed after the request was accepted (timeout, overload, an error), per arm:
+#: the guardrails' error rate (a request refused by its rate limit or a full queue is not one)
+request_errors = sa.Table(
+    "request_errors", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("experiment", sa.String(128), nullable=False),
+    sa.Column("arm", sa.String(128), nullable=False),
+    sa.Column("user_id", sa.String(256), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Index("ix_request_errors_experiment_arm", "experiment", "arm"),
+)

@@ -34,13 +34,19 @@ async def experiments(caller: Caller = Depends(require("report")),
             for e in svc.experiments.experiments]
 
 
-@router.get("/v1/experiments/{name}/report", response_model=ExperimentReport, responses=ERRORS)
+@router.get("/v1/experiments/{name}/report", response_model=ExperimentReport,
+            responses={**ERRORS, 400: {"description": "a single-arm experiment: nothing to compare", **ERR}})
 async def report(name: str, _: Caller = Depends(require("report")),
                  svc: Service = Depends(get_service)) -> ExperimentReport:
-    """Per-arm rates, lifts with 95% intervals, p-values and the sample-ratio-mismatch check."""
+    """User-level clicks per exposure with CUPED and an always-valid interval, the decision, the
+    plan's progress, guardrails, the per-exposure view and the sample-ratio-mismatch check."""
     exp = _experiment(svc, name)
-    ex, fb = await run_in_threadpool(lambda: (svc.store.exposures_frame(exp.name), svc.store.feedback_frame()))
-    return ExperimentReport(**experiment_report(exp, ex, fb))
+    data = await run_in_threadpool(svc.store.experiment_data, exp.name, svc.covariates)
+    try:
+        rep = await run_in_threadpool(experiment_report, exp, data)
+    except ValueError as e:
+        raise HTTPException(400, str(e)) from None
+    return ExperimentReport(**rep)
 
 
 @router.get("/v1/experiments/{name}/assignments/{user_id}", response_model=AssignmentOut, responses=ERRORS)

@@ -63,11 +63,11 @@ def _response(svc: Service, request_id: str, arm: str, res: PersonalizedResult, 
                         generation_s=t["generation_s"], scoring_s=t["scoring_s"], total_s=total_s))
 
 
-def _payload(res: PersonalizedResult, info) -> dict:
+def _payload(res: PersonalizedResult, info, latency_s: float) -> dict:
     return {"candidates": [{"preference_fit": finite_or_none(c.preference_fit), "identity": finite_or_none(c.identity),
                             "selection": float(c.selection)} for c in res.candidates],
             "history": [[h.item_id, h.weight, h.similarity] for h in res.history[:50]],
-            "cold_start_ranker": res.cold_start_ranker, "batch_size": info.size}
+            "cold_start_ranker": res.cold_start_ranker, "batch_size": info.size, "latency_s": latency_s}
 
 
 async def _decode_reference(svc: Service, body: GenerateRequest):
@@ -104,6 +104,11 @@ async def _await_result(request: Request, svc: Service, fut: asyncio.Future, dea
                             ) from None
 
 
+async def _record_error(svc: Service, arm: str, user_id: str, status: int, reason: str) -> None:
+    await run_in_threadpool(svc.store.record_error, experiment=svc.experiment.name, arm=arm, user_id=user_id,
+                            status=status, reason=reason)
+
+
 async def _generate_one(request: Request, svc: Service, caller: Caller, *, user_id: str, arm_name: str, key,
                         job: Job, base64_images: bool) -> GenerateResponse:
     t0 = time.perf_counter()
@@ -116,8 +121,17 @@ async def _generate_one(request: Request, svc: Service, caller: Caller, *, user_
                             headers={"Retry-After": str(svc.settings.retry_after_s)}) from None
     except Overloaded as e:
         svc.metrics.rejected.labels("overloaded").inc()
+        await _record_error(svc, arm_name, user_id, 503, "overloaded")
         raise HTTPException(503, f"overloaded: {e}", headers={"Retry-After": retry_after(e.wait_s)}) from None
-    res, info = await _await_result(request, svc, fut, deadline)
+    try:
+        res, info = await _await_result(request, svc, fut, deadline)
+    except HTTPException as e:
+        if e.status_code == 504:
+            await _record_error(svc, arm_name, user_id, 504, "timeout")
+        raise
+    except Exception:  # the generator failed on this batch: a 500 for the guardrails, then the guard's 500
+        await _record_error(svc, arm_name, user_id, 500, "generation failed")
+        raise
     request_id = svc.new_request_id()
     pngs = await run_in_threadpool(svc.save_images, request_id, res)
     try:  # committed before the response leaves: an acknowledged exposure is in the store
@@ -125,7 +139,7 @@ async def _generate_one(request: Request, svc: Service, caller: Caller, *, user_
             svc.store.record_exposure, request_id=request_id, experiment=svc.experiment.name, arm=arm_name,
             user_id=user_id, reference_item_id=res.reference_item_id, reference_source=res.reference_source,
             method=res.method, n=len(res.candidates), seed=res.seed, chosen=res.chosen, fallback=res.fallback,
-            payload=_payload(res, info), api_key=caller.name)
+            payload=_payload(res, info, time.perf_counter() - t0), api_key=caller.name)
     except StoreUnavailable as e:
         await run_in_threadpool(svc.drop_images, request_id)
         raise HTTPException(503, str(e), headers={"Retry-After": str(svc.settings.retry_after_s)}) from None

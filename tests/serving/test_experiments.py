@@ -1,3 +1,5 @@
+import hashlib
+
 import pytest
 
 from serving.experiments import BUCKETS, Arm, Experiment, ExperimentsError, load_experiments
@@ -59,3 +61,26 @@ def test_shipped_experiments_file_loads():
     exps = load_experiments(Path(__file__).resolve().parents[2] / "configs" / "experiments.yaml")
     names = {a.name for a in exps.experiments[0].arms}
     assert names == {"ragar", "uniform"}
+
+
+#: (salt, user id) -> (bucket, arm of a 50/50 split, arm of a three-way split in thirds). Pinned:
+#: a change to the hash, the bytes it takes, the bucket count or the walk over the shares would
+#: silently move every user of a running experiment to another arm; these fail first.
+GOLDEN = [
+    ("s1", "u000001", 255, "a", "a"),
+    ("s1", "u000002", 9161, "b", "c"),
+    ("ragar-vs-uniform-2026-11", "u000025", 3847, "a", "b"),
+    ("ragar-vs-uniform-2026-11", "qa", 3605, "a", "b"),
+    ("salt-ü", "ユーザー", 7505, "b", "c"),
+    ("x", "", 1744, "a", "a"),
+]
+
+
+@pytest.mark.parametrize("salt,user,bucket,half,third", GOLDEN)
+def test_assignment_golden_vectors(salt, user, bucket, half, third):
+    two = Experiment(name="e", salt=salt, arms=[Arm(name="a", share=0.5), Arm(name="b", share=0.5)])
+    three = Experiment(name="e", salt=salt, arms=[Arm(name=n, share=1 / 3) for n in "abc"])
+    assert two.bucket(user) == bucket
+    assert two.assign(user).name == half and three.assign(user).name == third
+    # the documented rule, spelled out: sha256("salt:user"), first 8 bytes big-endian, mod 10,000
+    assert int.from_bytes(hashlib.sha256(f"{salt}:{user}".encode()).digest()[:8], "big") % 10_000 == bucket

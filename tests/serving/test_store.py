@@ -11,7 +11,7 @@ from tests.serving.helpers import drop_pg, fresh_pg
 def store(request, tmp_path):
     url = f"sqlite:///{tmp_path / 'ev.db'}" if request.param == "sqlite" else fresh_pg()
     s = EventStore(url)
-    assert s.migrate() == "0003"
+    assert s.migrate() == "0004"
     yield s
     s.dispose()
     if request.param == "postgresql":
@@ -30,7 +30,7 @@ def test_migrations_are_idempotent_and_match_the_tables(store):
 
     from serving.tables import metadata
 
-    assert store.migrate() == "0003"  # running again changes nothing
+    assert store.migrate() == "0004"  # running again changes nothing
     with store.engine.connect() as c:
         diff = compare_metadata(MigrationContext.configure(c), metadata)
     assert diff == []
