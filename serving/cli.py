@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -202,7 +203,13 @@ def write_ab_report(rep: dict, exp, out: Path) -> None:
 def ab_simulate(
     experiment: Annotated[str, typer.Option(help="experiment name (must be in --experiments)")],
     experiments: ExperimentsOpt = Path("configs/experiments.yaml"),
-    users: Annotated[int, typer.Option(help="simulated users (one request each)")] = 200,
+    users: Annotated[int, typer.Option(help="simulated users")] = 200,
+    days: Annotated[int, typer.Option(min=1, help="simulated days; users come back on each with --visit-p")] = 1,
+    visit_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="chance a user comes on a given day")] = 1.0,
+    requests_per_visit: Annotated[int, typer.Option(min=1, help="at most this many requests per visit")] = 1,
+    until_decision: Annotated[bool, typer.Option(help="stop after the first day on which the sequential test "
+                                                 "decides every treatment arm")] = False,
+    budget_minutes: Annotated[float | None, typer.Option(help="stop starting new days after this long")] = None,
     data: Annotated[Path, typer.Option("--data", "-d", help="a world directory")] = Path("runs/demo/world"),
     models: Annotated[Path | None, typer.Option(help="models directory for the server")] = Path("runs/demo"),
     config: Annotated[str, typer.Option("--config", "-c")] = "demo",
@@ -212,16 +219,17 @@ def ab_simulate(
     reader: Annotated[Path | None, typer.Option(help="attribute reader (default: the shipped one)")] = None,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/ab-sim"),
 ) -> dict:
-    """Start the server on loopback, let the world's users request and react by their oracle
-    utility, then write the experiment report."""
-    import httpx
+    """Start the server on loopback and let the world's users request and react by their oracle
+    utility, day after day, reading the experiment report after each day (the sequential test
+    allows it); then write the report."""
+    import time
+
     import polars as pl
 
     from ragar.generation.loading import DEMO_ATTRIBUTE_READER
     from recsys.world.attributes import AttributeReader
     from recsys.world.oracle import World
-    from serving.server import free_port, wait_ready
-    from serving.simulate import simulate
+    from serving.simulate import Simulator, returning_traffic, simulated_requests
 
     exps = _experiments(experiments)
     exp = _find_experiment(exps, experiment)
@@ -229,17 +237,64 @@ def ab_simulate(
         raise fail(f"experiment {experiment!r} is not active in {experiments}")
     if not (data / "world.json").exists():
         raise fail(f"{data} is not a world directory: the simulation needs the world's users and oracle")
+    world = World(data)
+    one_each = days == 1 and visit_p >= 1 and requests_per_visit == 1
+    try:
+        traffic = (simulated_requests(world, users, seed).with_columns(pl.lit(0).alias("day")) if one_each else
+                   returning_traffic(world, users, days, seed=seed, visit_p=visit_p,
+                                     max_requests_per_visit=requests_per_visit))
+    except ValueError as e:
+        raise fail(str(e)) from None
+    t0 = time.monotonic()
+    waves, rows = [], []
+    with _simulation_server(out, data, experiments, config, models, num_inference_steps) as (url, token):
+        sim = Simulator(url, world, AttributeReader.from_pretrained(reader or DEMO_ATTRIBUTE_READER), api_key=token,
+                        seed=seed, concurrency=concurrency)
+        try:
+            for day in range(days):
+                rows.append(sim.run(traffic.filter(pl.col("day") == day).drop("day"), f"day {day + 1}/{days}"))
+                rep = sim.report(experiment)
+                decided = all(d in ("better than control", "worse than control") for d in rep["decision"].values())
+                waves.append({"day": day + 1, "exposures": rep["total_exposures"], "minutes": (time.monotonic() - t0)
+                              / 60, "decision": rep["decision"], "users_still_needed":
+                              rep["plan"]["users_still_needed"]})
+                console.print(f"day {day + 1}: {rep['total_exposures']} exposures, decision {rep['decision']}")
+                if (until_decision and decided) or (budget_minutes and time.monotonic() - t0 > budget_minutes * 60):
+                    break
+        finally:
+            sim.close()
+    rows = pl.concat(rows, how="diagonal_relaxed")
+    rows.write_parquet(out / "simulated.parquet")
+    failed = rows.filter(rows["status"] != 200).height
+    if failed:
+        console.print(f"[yellow]{failed} simulated requests failed (see {out / 'server.log'})[/]")
+    util = rows.group_by("arm").agg(pl.col("utility").mean().alias("mean_oracle_utility"),
+                                    pl.len().alias("requests")).sort("arm")
+    print_table(util.to_dicts(), "mean oracle utility of the chosen image per arm")
+    rep["oracle_utility"] = util.to_dicts()
+    rep["simulation"] = {"users": users, "days_run": len(waves), "days_planned": days, "visit_p": visit_p,
+                         "requests_per_visit": requests_per_visit, "wall_minutes": (time.monotonic() - t0) / 60,
+                         "waves": waves}
+    write_ab_report(rep, exp, out)
+    return rep
+
+
+@contextmanager
+def _simulation_server(out: Path, data: Path, experiments: Path, config: str, models: Path | None,
+                       num_inference_steps: int | None):
+    """``ragar serve`` on a free loopback port with a fresh store and a key for this run alone
+    (the simulator is a client like any other); yields (url, token)."""
+    from serving.security import add_key
+    from serving.server import free_port, wait_ready
+
     out.mkdir(parents=True, exist_ok=True)
-    db = out / "events.db"
     for f in out.glob("events.db*"):
         f.unlink()
-    from serving.security import add_key
-
-    keys = out / "keys.yaml"  # a key for this run alone: the simulator is a client like any other
+    keys = out / "keys.yaml"
     keys.unlink(missing_ok=True)
     token = add_key(keys, "simulator", ["generate", "feedback", "report"], rate_per_s=1000, burst=1000)
     port = free_port()
-    cmd = [sys.executable, "-m", "ragar.cli", "serve", "--data", str(data), "--db", f"sqlite:///{db}",
+    cmd = [sys.executable, "-m", "ragar.cli", "serve", "--data", str(data), "--db", f"sqlite:///{out / 'events.db'}",
            "--experiments", str(experiments), "--config", config, "--port", str(port),
            "--images-dir", str(out / "images"), "--api-keys", str(keys)]
     if models is not None:
@@ -254,11 +309,7 @@ def ab_simulate(
             wait_ready(url, timeout_s=600)
         except TimeoutError as e:
             raise fail(f"{e}; server log: {out / 'server.log'}") from None
-        rows = simulate(url, World(data), AttributeReader.from_pretrained(reader or DEMO_ATTRIBUTE_READER), users,
-                        seed=seed, concurrency=concurrency, api_key=token)
-        rows.write_parquet(out / "simulated.parquet")
-        rep = httpx.get(f"{url}/v1/experiments/{experiment}/report", timeout=60,
-                        headers={"Authorization": f"Bearer {token}"}).json()
+        yield url, token
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -266,15 +317,6 @@ def ab_simulate(
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-    failed = rows.filter(rows["status"] != 200).height
-    if failed:
-        console.print(f"[yellow]{failed} simulated requests failed (see {out / 'server.log'})[/]")
-    util = rows.group_by("arm").agg(pl.col("utility").mean().alias("mean_oracle_utility"),
-                                    pl.len().alias("requests")).sort("arm")
-    print_table(util.to_dicts(), "mean oracle utility of the chosen image per arm")
-    rep["oracle_utility"] = util.to_dicts()
-    write_ab_report(rep, exp, out)
-    return rep
 
 
 def eval_alignment(

@@ -35,22 +35,59 @@ def simulated_requests(world: World, n_users: int, seed: int) -> pl.DataFrame:
     return reqs.unique("user_id", keep="first", maintain_order=True).head(n_users)
 
 
+def returning_traffic(world: World, n_users: int, days: int, *, seed: int = 0, visit_p: float = 0.6,
+                      max_requests_per_visit: int = 3) -> pl.DataFrame:
+    """Users who come back: ``n_users`` of the world's users, each active on a simulated day with
+    probability ``visit_p`` and then sending 1 to ``max_requests_per_visit`` requests. Each
+    reference is an item the user browsed (an impression in the log) in a category where they have
+    clicked or liked at least twice, as the offline evaluation samples categories. One row per
+    request: day, user, reference, category."""
+    rng = np.random.default_rng(seed)
+    cats = world.items.select("item_id", "category")
+    inter = world.interactions().join(cats.lazy(), on="item_id")
+    liked = (inter.filter(pl.col("event_type").is_in(["click", "like"])).group_by("user_id", "category")
+             .agg(pl.len().alias("n")).filter(pl.col("n") >= 2).select("user_id", "category"))
+    browsed = (inter.filter(pl.col("event_type") == "impression").join(liked, on=["user_id", "category"])
+               .group_by("user_id").agg(pl.col("item_id"), pl.col("category")).sort("user_id").collect())
+    if browsed.height == 0:
+        raise ValueError("no user has browsed a category they like: no traffic to simulate")
+    pool = browsed[np.sort(rng.choice(browsed.height, min(n_users, browsed.height), replace=False))]
+    rows = []
+    for day in range(days):
+        for user, items, categories in pool.iter_rows():
+            if rng.random() >= visit_p:
+                continue
+            for _ in range(int(rng.integers(1, max_requests_per_visit + 1))):
+                j = int(rng.integers(len(items)))
+                rows.append({"day": day, "user_id": user, "reference_item_id": items[j], "category": categories[j]})
+    return pl.DataFrame(rows, schema={"day": pl.Int64, "user_id": pl.Utf8, "reference_item_id": pl.Utf8,
+                                      "category": pl.Utf8})
+
+
 def _sigmoid(x: float) -> float:
     return float(1 / (1 + np.exp(-x)))
 
 
-def simulate(url: str, world: World, reader: AttributeReader, n_users: int, *, seed: int = 0, concurrency: int = 8,
-             timeout_s: float = 300.0, progress: bool = True, api_key: str = "") -> pl.DataFrame:
-    """Run the users against ``url`` with ``api_key`` (scopes generate and feedback); one row per
-    request: arm, utility, reaction, HTTP outcome."""
-    cfg = WorldConfig.model_validate(json.loads((world.root / "world.json").read_text())["config"])
-    reqs = simulated_requests(world, n_users, seed)
-    client = httpx.Client(base_url=url, timeout=timeout_s, headers={"Authorization": f"Bearer {api_key}"})
+class Simulator:
+    """The world's users as clients of a running service: each request is generated, the chosen
+    image's oracle utility read by the attribute reader, and the user's reaction (click, like or
+    skip, drawn as the world's users react to catalog items) sent back as feedback."""
 
-    def one(i: int, row: dict) -> dict:
-        rng = np.random.default_rng([seed, i])
-        body = {"user_id": row["user_id"], "reference_item_id": row["reference_item_id"], "seed": seed * 100_003 + i,
-                "response_format": "base64"}
+    def __init__(self, url: str, world: World, reader: AttributeReader, *, api_key: str = "", seed: int = 0,
+                 concurrency: int = 8, timeout_s: float = 300.0, progress: bool = True):
+        self.world, self.reader, self.seed, self.concurrency, self.progress = world, reader, seed, concurrency, progress
+        self.cfg = WorldConfig.model_validate(json.loads((world.root / "world.json").read_text())["config"])
+        self.client = httpx.Client(base_url=url, timeout=timeout_s, headers={"Authorization": f"Bearer {api_key}"})
+        self.sent = 0  # requests so far: seeds and reaction draws continue across waves
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _one(self, i: int, row: dict) -> dict:
+        cfg, client = self.cfg, self.client
+        rng = np.random.default_rng([self.seed, i])
+        body = {"user_id": row["user_id"], "reference_item_id": row["reference_item_id"],
+                "seed": (self.seed * 100_003 + i) % (2**31 - 1), "response_format": "base64"}
         for _ in range(20):  # 429 and 503 say when to come back
             r = client.post("/v1/generate", json=body)
             if r.status_code not in (429, 503):
@@ -61,7 +98,8 @@ def simulate(url: str, world: World, reader: AttributeReader, n_users: int, *, s
         g = r.json()
         chosen = g["candidates"][g["chosen"]]
         img = np.asarray(Image.open(io.BytesIO(base64.b64decode(chosen["b64_png"]))).convert("RGB"))
-        util = float(expected_utility(world, read_images(reader, img[None]), [row["user_id"]], [row["category"]])[0])
+        util = float(expected_utility(self.world, read_images(self.reader, img[None]), [row["user_id"]],
+                                      [row["category"]])[0])
         click = rng.random() < _sigmoid(cfg.utility_sharpness * (util - cfg.click_threshold))
         like = click and rng.random() < _sigmoid(cfg.utility_sharpness * (util - cfg.like_threshold))
         events = (["click", "like"] if like else ["click"]) if click else ["skip"]
@@ -73,10 +111,29 @@ def simulate(url: str, world: World, reader: AttributeReader, n_users: int, *, s
         return {**row, "status": 200, "arm": g["arm"], "utility": util, "event": events[-1],
                 "request_id": g["request_id"]}
 
-    rows = []
-    with ThreadPoolExecutor(concurrency) as pool:
-        futs = [pool.submit(one, i, row) for i, row in enumerate(reqs.iter_rows(named=True))]
-        for f in tqdm(as_completed(futs), total=len(futs), desc="simulated users", disable=not progress):
-            rows.append(f.result())
-    client.close()
-    return pl.DataFrame(rows).sort("user_id")
+    def run(self, reqs: pl.DataFrame, desc: str = "simulated requests") -> pl.DataFrame:
+        """Send one wave of requests concurrently; one row per request."""
+        start, rows = self.sent, []
+        self.sent += reqs.height
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            futs = [pool.submit(self._one, start + i, row) for i, row in enumerate(reqs.iter_rows(named=True))]
+            for f in tqdm(as_completed(futs), total=len(futs), desc=desc, disable=not self.progress):
+                rows.append(f.result())
+        return pl.DataFrame(rows)
+
+    def report(self, experiment: str) -> dict:
+        r = self.client.get(f"/v1/experiments/{experiment}/report", timeout=120)
+        r.raise_for_status()
+        return r.json()
+
+
+def simulate(url: str, world: World, reader: AttributeReader, n_users: int, *, seed: int = 0, concurrency: int = 8,
+             timeout_s: float = 300.0, progress: bool = True, api_key: str = "") -> pl.DataFrame:
+    """One request per user against ``url`` with ``api_key`` (scopes generate and feedback); one
+    row per request: arm, utility, reaction, HTTP outcome."""
+    sim = Simulator(url, world, reader, api_key=api_key, seed=seed, concurrency=concurrency, timeout_s=timeout_s,
+                    progress=progress)
+    try:
+        return sim.run(simulated_requests(world, n_users, seed), "simulated users").sort("user_id")
+    finally:
+        sim.close()

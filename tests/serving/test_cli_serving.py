@@ -124,3 +124,58 @@ def test_ab_simulate_runs_the_world_users_against_the_server(tiny_models, tmp_pa
     clicks = (events["event"] == "click").sum()
     assert clicks == sum(a["clicks"] for a in rep["arms"])
     assert (out / "report.html").exists() and "mean oracle utility" in r.output
+
+
+@pytest.mark.timeout(600)
+def test_ab_simulate_with_returning_users_reads_the_report_each_day(tiny_models, tmp_path, experiments_file):
+    out = tmp_path / "sim-days"
+    r = runner.invoke(app, ["ab", "simulate", "--experiment", "weighting", "--experiments", str(experiments_file),
+                            "--users", "10", "--days", "3", "--visit-p", "0.8", "--requests-per-visit", "2",
+                            "--data", str(tiny_models["data"]), "--models", str(tiny_models["generator"].parent),
+                            "--config", "tiny", "--num-inference-steps", "1", "--concurrency", "4",
+                            "--out", str(out)])
+    assert r.exit_code == 0, r.output + (out / "server.log").read_text()[-2000:]
+    rep = json.loads((out / "report.json").read_text())
+    sim = pl.read_parquet(out / "simulated.parquet")
+    assert rep["simulation"]["days_run"] == 3 and len(rep["simulation"]["waves"]) == 3
+    assert sim["user_id"].n_unique() <= 10 and sim.height > sim["user_id"].n_unique()  # users came back
+    assert rep["total_exposures"] == sim.height and rep["unit"] == "user" and rep["cuped"]
+    assert [w["exposures"] for w in rep["simulation"]["waves"]] == sorted(w["exposures"]
+                                                                          for w in rep["simulation"]["waves"])
+    html = (out / "report.html").read_text()
+    assert "Decision" in html and "Guardrails" in html and "always-valid" in html
+
+
+def test_ab_plan_table_and_json(tmp_path):
+    r = runner.invoke(app, ["ab", "plan", "--baseline", "0.3", "--mde", "0.025", "--rho", "0.5",
+                            "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "plan.json").read_text())["rows"]
+    assert rows[0]["users_per_arm"] > rows[1]["users_per_arm"] == pytest.approx(rows[0]["users_per_arm"] * 0.75,
+                                                                                  abs=1)
+    bad = runner.invoke(app, ["ab", "plan", "--baseline", "0.99", "--mde", "0.05"])
+    assert bad.exit_code == 2 and "baseline" in bad.output
+
+
+def test_ab_report_with_cuped_from_the_log_and_single_arm_error(tmp_path, experiments_file, tiny_world):
+    db = f"sqlite:///{tmp_path / 'ev.db'}"
+    store = EventStore(db)
+    store.migrate()
+    _fill(store)
+    users = pl.read_parquet(tiny_world / "interactions.parquet")["user_id"].unique().sort().to_list()
+    with store.engine.begin() as c:  # make the exposures' users the log's users, so covariates exist
+        from serving.tables import exposures
+
+        for i in range(40):
+            c.execute(exposures.update().where(exposures.c.request_id == f"req-{i:03d}")
+                      .values(user_id=users[i % len(users)]))
+    r = runner.invoke(app, ["ab", "report", "--experiment", "weighting", "--experiments", str(experiments_file),
+                            "--db", db, "--data", str(tiny_world), "--out", str(tmp_path / "ab")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "ab" / "report.json").read_text())
+    assert rep["cuped"] and rep["user_level"][0]["variance_reduction"] is not None
+    solo = tmp_path / "solo.yaml"
+    solo.write_text("experiments:\n  - name: solo\n    salt: s\n    arms: [{name: only, share: 1.0}]\n")
+    r = runner.invoke(app, ["ab", "report", "--experiment", "solo", "--experiments", str(solo), "--db", db,
+                            "--out", str(tmp_path / "solo")])
+    assert r.exit_code == 2 and "single arm" in r.output
