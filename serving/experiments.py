@@ -13,8 +13,9 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from serving.yamlfile import read_model
 
 BUCKETS = 10_000
 
@@ -145,19 +146,7 @@ DEFAULT = Experiment(name="default", salt="default", arms=[Arm(name="default", s
 def load_experiments(path: str | Path | None) -> ExperimentsFile:
     if path is None:
         return ExperimentsFile(experiments=[DEFAULT])
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ExperimentsError(f"{path}: {e}") from None
-    try:
-        return ExperimentsFile.model_validate(raw)
-    except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"{path}: {key}: {err['msg']}")
-        raise ExperimentsError("\n".join(lines)) from None
+    return read_model(path, ExperimentsFile, ExperimentsError)
 
 
 def active_experiment(exps: ExperimentsFile) -> Experiment:

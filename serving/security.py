@@ -27,6 +27,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from serving.yamlfile import read_model
+
 Scope = Literal["generate", "feedback", "report", "admin"]
 SCOPES: tuple[str, ...] = ("generate", "feedback", "report", "admin")
 TOKEN_PREFIX = "rgr_"
@@ -62,16 +64,7 @@ def hash_token(token: str) -> str:
 
 
 def load_keys_file(path: Path) -> list[ApiKeySpec]:
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise KeysError(f"{path}: cannot read the keys file ({e})") from None
-    try:
-        return KeysFile.model_validate(raw).keys
-    except ValidationError as e:
-        msgs = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        raise KeysError(f"{path}: {msgs}") from None
+    return read_model(path, KeysFile, KeysError).keys
 
 
 def add_key(path: Path, name: str, scopes: list[str], rate_per_s: float | None = None,
