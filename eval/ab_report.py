@@ -104,7 +104,8 @@ def ab_report_html(rep: dict, exp) -> HtmlReport:
     html.paragraph(f"To detect {p['mde']:+g} on a baseline of {p['baseline']} at alpha {p['alpha']:g} and power "
                    f"{p['power']:g}: {p['users_per_arm_needed']} users per arm; now {p['users_per_arm_now']} "
                    f"(progress {p['progress']}). Power at the measured variance: {p['achieved_power']}; "
-                   f"users still needed per arm: {p['users_still_needed']}.")
+                   f"users still needed per arm: {p['users_still_needed']}. Against the effect observed so far "
+                   f"({p.get('observed_effect')}): {p.get('users_still_needed_for_observed')} more users per arm.")
     html.heading("Guardrails")
     html.table([{**g, "breaches": "; ".join(g["breaches"]) or "none"} for g in rep["guardrails"]])
     html.heading("Per exposure (secondary view)")

@@ -173,7 +173,8 @@ def _plan(exp: Experiment, per: dict, ctrl: str, primary: dict[str, dict | None]
     baseline = p.baseline if p.baseline is not None else per[ctrl]["click_rate"]
     out = {"mde": p.mde, "baseline": finite_or_none(baseline), "alpha": p.alpha, "power": p.power,
            "cuped_rho": p.cuped_rho, "users_per_arm_needed": None, "users_per_arm_now": users_now,
-           "progress": None, "achieved_power": None, "users_still_needed": None}
+           "progress": None, "achieved_power": None, "users_still_needed": None,
+           "observed_effect": None, "users_still_needed_for_observed": None}
     if baseline is not None and 0 < baseline < 1 and 0 < baseline + p.mde < 1:
         need = abstats.users_per_arm(baseline, p.mde, alpha=p.alpha, power=p.power, rho=p.cuped_rho)
         out["users_per_arm_needed"], out["progress"] = need, users_now / need
@@ -182,6 +183,12 @@ def _plan(exp: Experiment, per: dict, ctrl: str, primary: dict[str, dict | None]
         var = max((c["cuped_var"] if c.get("cuped_var") is not None else c["var"]) for c in cmps)
         out["achieved_power"] = finite_or_none(abstats.achieved_power(p.mde, var, p.alpha))
         out["users_still_needed"] = abstats.users_still_needed(users_now, p.mde, var, p.alpha, p.power)
+        first = cmps[0]
+        seen = first["cuped_diff"] if first.get("cuped_diff") is not None else first["diff"]
+        if seen:  # how far the data are from deciding the effect they show (fixed-horizon terms)
+            out["observed_effect"] = finite_or_none(seen)
+            out["users_still_needed_for_observed"] = abstats.users_still_needed(users_now, seen, var, p.alpha,
+                                                                                p.power)
     return out
 
 

@@ -212,6 +212,9 @@ class PlanOut(BaseModel):
     progress: float | None = Field(description="users now / users needed (the smallest arm)")
     achieved_power: float | None = Field(description="power against the planned effect at the measured variance")
     users_still_needed: int | None = Field(description="more users per arm for the planned power, measured variance")
+    observed_effect: float | None = Field(None, description="the first treatment's primary lift so far")
+    users_still_needed_for_observed: int | None = Field(None, description="more users per arm for the planned "
+                                                        "power against the observed effect")
 
 
 class GuardrailOut(BaseModel):

@@ -116,6 +116,7 @@ def test_user_level_report_with_cuped_sequential_plan_and_timeline():
     assert all(t["seq_ci95"][0] <= t["ci95"][0] and t["seq_ci95"][1] >= t["ci95"][1] for t in tl)
     p = rep["plan"]
     assert p["users_per_arm_needed"] > 0 and p["users_per_arm_now"] == 600 and p["achieved_power"] is not None
+    assert p["observed_effect"] == pytest.approx(row["cuped_diff"]) and p["users_still_needed_for_observed"] == 0
     no_cov = experiment_report(EXP, _data(np.random.default_rng(3), shift=0.08, covariates=False))
     assert not no_cov["cuped"] and next(r for r in no_cov["user_level"])["cuped_diff"] is None
 
