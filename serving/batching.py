@@ -95,8 +95,6 @@ class MicroBatcher:
         self.sec_per_unit: float | None = None  # learned from the batches run so far
         self.busy = False
         self._running_until = 0.0  # estimated end of the running batch (perf_counter)
-        self.last_batch_end: float | None = None  # wall clock (time.time()) when the last batch ended
-        self.max_overrun_s = 0.0
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
@@ -222,7 +220,6 @@ class MicroBatcher:
             ended = time.perf_counter()
             run_s = ended - started
             self.busy = False
-            self.last_batch_end = time.time()
             self.on_busy(False)
             if error is None and units > 0:
                 spu = run_s / units
@@ -230,7 +227,6 @@ class MicroBatcher:
                     (1 - self.EWMA) * self.sec_per_unit + self.EWMA * spu
             deadlines = [j.deadline for j in batch if j.deadline is not None]
             overrun = max(0.0, ended - max(deadlines)) if len(deadlines) == len(batch) else 0.0
-            self.max_overrun_s = max(self.max_overrun_s, overrun)
             self.on_batch(len(batch), run_s, overrun)
             for job, res in zip(batch, results, strict=True):
                 if job.future.done():

@@ -27,7 +27,7 @@ def get_service(request: Request) -> Service:
 
 def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None, scope: str) -> Caller:
     """The caller behind the bearer token, with ``scope`` and a token left in its bucket; else 401,
-    403 or 429. The key's name goes on the request (metrics, exposures)."""
+    403 or 429."""
     keys: KeyRing = request.app.state.keys
     if credentials is None:
         raise HTTPException(401, "an API key is required: send 'Authorization: Bearer <key>'",
@@ -42,7 +42,6 @@ def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | N
     if wait > 0:
         raise HTTPException(429, f"rate limit of key {caller.name!r} reached",
                             headers={"Retry-After": retry_after(wait)})
-    request.state.caller = caller.name
     return caller
 
 
