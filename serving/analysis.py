@@ -134,10 +134,13 @@ def _timeline(o: pl.DataFrame, covariates, ctrl: str, arm: str, tau2: float, loo
     return out
 
 
-def _guardrails(exp: Experiment, data: ExperimentData, per: dict, ctrl: str) -> list[dict]:
+def _guardrails(exp: Experiment, errors: pl.DataFrame | None, served: pl.DataFrame | None, per: dict,
+                ctrl: str) -> list[dict]:
+    """Per arm: generation errors, p95 latency and identity of what was served (``served`` carries
+    each exposure's arm), each against the experiment's limits."""
     g = exp.guardrails
-    errors = data.errors.filter(pl.col("experiment") == exp.name) if data.errors is not None else None
-    served = data.served
+    if errors is not None:
+        errors = errors.filter(pl.col("experiment") == exp.name)
     rows = []
     for arm in exp.arms:
         n_err = errors.filter(pl.col("arm") == arm.name).height if errors is not None else 0
@@ -215,8 +218,7 @@ def experiment_report(exp: Experiment, exposures: pl.DataFrame | ExperimentData,
     control = control or exp.arms[0].name
     exp.arm(control)  # unknown control arm -> KeyError
     ex = data.exposures.filter(pl.col("experiment") == exp.name)
-    if data.served is not None:
-        data.served = data.served.join(ex.select("request_id", "arm"), on="request_id", how="inner")
+    served = None if data.served is None else data.served.join(ex.select("request_id", "arm"), on="request_id")
     o = outcomes(ex, data.feedback)
     per = {}
     for arm in exp.arms:
@@ -262,5 +264,5 @@ def experiment_report(exp: Experiment, exposures: pl.DataFrame | ExperimentData,
             "unit": "user", "primary_metric": f"{PRIMARY}s per exposure", "cuped": cuped,
             "sequential_tau": math.sqrt(tau2), "user_level": user_rows,
             "decision": _decision(primary, exp.plan.alpha), "plan": _plan(exp, per, control, primary),
-            "guardrails": _guardrails(exp, data, per, control),
+            "guardrails": _guardrails(exp, data.errors, served, per, control),
             "timeline": _timeline(o, data.covariates, control, first, tau2, looks)}
