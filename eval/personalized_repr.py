@@ -96,7 +96,7 @@ def _scores(model, real_prefix, gal_prefix, relevant, first_block: int) -> dict[
 
 def evaluate_world(root: str | Path, personalizer, n_identities: int = 24, lora: LoraTrainingConfig | None = None,
                    data: SyntheticDataConfig | None = None, holdout: float = 0.2, seed: int = 0,
-                   progress: bool = True, on_target=None) -> dict:
+                   progress: bool = True, on_target=None, device: torch.device | str = "cpu") -> dict:
     """Per-target rows and the summary; ``on_target(row, result)`` is called after each target
     (the CLI saves example images and partial results from it)."""
     from tqdm.auto import tqdm
@@ -131,7 +131,7 @@ def evaluate_world(root: str | Path, personalizer, n_identities: int = 24, lora:
             res = train_personalized_encoder(real_paths, neg_paths, variant=variant,
                                              personalizer=personalizer if variant == "personalized" else None,
                                              data=data, lora=lora, exclude_items=proto.held_out_items,
-                                             negative_prefix=neg_prefix, hard_order=hard)
+                                             negative_prefix=neg_prefix, hard_order=hard, device=device)
             row |= {f"{variant}/{k}": v for k, v in _scores(res.model, real_prefix, gp, relevant,
                                                             lora.first_block).items()}
             row[f"{variant}/train_s"] = res.seconds["train_s"]

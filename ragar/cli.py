@@ -41,11 +41,49 @@ ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="named con
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set world.seed=3")]
 
 
-def get_config(name: str | None, sets: list[str] | None) -> RagarConfig:
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N (default: the "
+                                               "config's runtime.device; the dtype is runtime.dtype)")]
+
+
+def get_config(name: str | None, sets: list[str] | None, device: str | None = None) -> RagarConfig:
+    """The layered config; ``--device`` is the last layer (``runtime.device``), checked at once, so
+    a command asked for a device this machine lacks exits 2 before it loads anything."""
     try:
-        return load_config(name, sets or [])
+        cfg = load_config(name, [*(sets or []), *([f"runtime.device={device}"] if device else [])])
     except ConfigError as e:
+        raise fail(str(e).replace(f"--set runtime.device={device}", f"--device {device}")) from None
+    if device is not None:
+        get_runtime(cfg)
+    return cfg
+
+
+_announced: set[str] = set()
+
+
+def device_runtime(device: str | None):
+    """The runtime of a command that takes no config: ``--device`` or ``auto``."""
+    from ragar.runtime import RuntimeConfig
+
+    try:
+        rc = RuntimeConfig(device=device or "auto")
+    except ValueError:
+        raise fail(f"--device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    return get_runtime(RagarConfig(runtime=rc))
+
+
+def get_runtime(cfg: RagarConfig):
+    """The device and dtype the command's models run on (:mod:`ragar.runtime`)."""
+    from ragar.runtime import DeviceUnavailableError, Runtime
+
+    try:
+        rt = Runtime.from_config(cfg.runtime)
+    except (DeviceUnavailableError, ValueError) as e:
         raise fail(str(e)) from None
+    if (d := rt.describe()) not in _announced:  # once per process, on stderr (stdout holds the tables)
+        _announced.add(d)
+        err.print(f"runtime: {d}" + (" (runtime.device=auto)" if cfg.runtime.device == "auto" else ""),
+                  highlight=False)
+    return rt
 
 
 # --- world ------------------------------------------------------------------------------------
@@ -164,8 +202,9 @@ def _encoders(cfg: RagarConfig):
     from ragar.encoders.registry import build_image_encoder, build_text_encoder
 
     try:
-        return (build_image_encoder(cfg.encoder.image, cfg.encoder.image_size),
-                build_text_encoder(cfg.encoder.text))
+        rt = get_runtime(cfg)
+        return (build_image_encoder(cfg.encoder.image, cfg.encoder.image_size, rt),
+                build_text_encoder(cfg.encoder.text, rt))
     except (ValueError, FileNotFoundError, OSError) as e:
         raise fail(f"cannot load encoders: {e}") from None
 
@@ -184,9 +223,10 @@ def embed(
     data: Annotated[Path, typer.Option("--data", "-d", help="dataset directory")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Embed a catalog (image + title) once; cached by item id and encoder fingerprint."""
-    cfg = get_config(config, set_)
+    cfg = get_config(config, set_, device)
     t0 = time.perf_counter()
     emb = _embed(cfg, data)
     rows = [{"what": "items", "value": len(emb.ids)}, {"what": "image dim", "value": emb.image.shape[1]},
@@ -202,6 +242,7 @@ def eval_preference(
     out: Annotated[Path | None, typer.Option(help="report directory (default: DATA/report)")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    device: DeviceOpt = None,
 ) -> dict:
     """Compare preference methods on the same (user, reference) pairs against the oracle."""
     from eval.report import write_json
@@ -209,7 +250,7 @@ def eval_preference(
     from recsys.preference_eval import evaluate_preference
     from recsys.world.oracle import World
 
-    cfg = get_config(config, set_)
+    cfg = get_config(config, set_, device)
     unknown = [m for m in cfg.eval_preference.methods if m not in METHODS]
     if unknown:
         raise fail(f"unknown preference methods {unknown}; known: {list(METHODS)}")
@@ -304,10 +345,11 @@ def train_ranker(
     out: Annotated[Path, typer.Option("--out", "-o", help="where the rankers are saved")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Train LightGBM LambdaRank and the torch ranker (each with its uniform-history variant)."""
 
-    cfg = get_config(config, set_)
+    cfg = get_config(config, set_, device)
     if not (data / "interactions.parquet").exists():
         raise fail(f"{data} has no interactions.parquet: not a dataset directory")
     t0 = time.perf_counter()
@@ -330,6 +372,7 @@ def train_encoder(
     steps: int = 400,
     batch_size: int = 64,
     seed: int = 0,
+    device: DeviceOpt = None,
 ) -> None:
     """Train the small contrastive image encoder on the world; use it with
     `--set encoder.image=contrastive:OUT`."""
@@ -338,7 +381,8 @@ def train_encoder(
     if not (data / "views.parquet").exists():
         raise fail(f"{data} has no views.parquet: contrastive training needs a world directory")
     t0 = time.perf_counter()
-    losses = train_contrastive_encoder(data, out, steps=steps, batch_size=batch_size, seed=seed)
+    losses = train_contrastive_encoder(data, out, steps=steps, batch_size=batch_size, seed=seed,
+                                       device=device_runtime(device).device)
     print_table([{"steps": steps, "first loss": sum(losses[:10]) / min(10, len(losses)),
                   "final loss": sum(losses[-10:]) / min(10, len(losses)),
                   "seconds": round(time.perf_counter() - t0, 1)}], f"encoder saved to {out}")
@@ -358,6 +402,7 @@ def train_generator_cmd(
     no_resume: bool = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Train the embedded pixel-space generator (resumes from the latest checkpoint in OUT).
 
@@ -367,7 +412,7 @@ def train_generator_cmd(
 
     extra = [*([f"generator.steps={steps}"] if steps else []), *(["generator.rank_task=true"] if rank_task else []),
              *([f"generator.init_from={init}"] if init else [])]
-    cfg = get_config(config, [*(set_ or []), *extra])
+    cfg = get_config(config, [*(set_ or []), *extra], device)
     if not (data / "views.parquet").exists():
         raise fail(f"{data} is not a world directory (no views.parquet)")
     if cfg.generator.rank_task and rankers is None:
@@ -385,7 +430,8 @@ def train_generator_cmd(
     prov = {"command": ctx.command_path, "params": {k: str(v) for k, v in ctx.params.items()}, "data": str(data),
             "world_seed": cfg.world.seed, "encoder": emb.fingerprint}
     try:
-        s = train_generator(pairs, out, cfg.generator, resume=not no_resume, provenance=prov, rank_task=task)
+        s = train_generator(pairs, out, cfg.generator, resume=not no_resume, provenance=prov, rank_task=task,
+                            device=get_runtime(cfg).device)
     except ValueError as e:
         raise fail(str(e)) from None
     if "pairs" not in s:  # another process of an `accelerate launch` run: the main one saves and reports
@@ -421,7 +467,8 @@ def _train_and_save(cfg: RagarConfig, data: Path, out: Path, items, rd):
     from recsys.ranking.pipeline import train_rankers
 
     procs = processes()  # under `accelerate launch`: the torch rankers train data parallel over the group
-    rankers = train_rankers(rd, items, epochs=cfg.ranker.epochs, seed=cfg.ranker.seed, progress=procs.is_main)
+    rankers = train_rankers(rd, items, epochs=cfg.ranker.epochs, seed=cfg.ranker.seed, progress=procs.is_main,
+                            device=get_runtime(cfg).device)
     if not procs.is_main:
         return None
     rankers.save_pretrained(out)
@@ -437,12 +484,13 @@ def eval_ranker(
     out: Annotated[Path | None, typer.Option(help="report directory (default: DATA/report)")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    device: DeviceOpt = None,
 ) -> dict:
     """NDCG@10, HR@10, AUC, GAUC on the held-out window against popularity, cosine and the
     uniform-history variants; per-category HR@10; calibration; on the world, Spearman with the oracle."""
     from recsys.ranking.pipeline import Rankers
 
-    cfg = get_config(config, set_)
+    cfg = get_config(config, set_, device)
     if not (rankers / "rankers.json").exists():
         raise fail(f"{rankers} holds no rankers (no rankers.json); train them with `ragar train ranker`")
     loaded = Rankers.from_pretrained(rankers)
@@ -536,7 +584,7 @@ def _personalizer(cfg: RagarConfig, data: Path, generator: Path | None, rankers:
     from ragar.generation.loading import personalizer_from_config
 
     try:
-        return personalizer_from_config(cfg, data, generator, rankers)
+        return personalizer_from_config(cfg, data, generator, rankers, runtime=get_runtime(cfg))
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise fail(str(e).strip("'\"")) from None
 
@@ -556,6 +604,7 @@ def generate(
         "runs/generate"),
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Render a reference the way USER would prefer it: N candidates, scored, best-of-N chosen."""
     from PIL import Image
@@ -564,7 +613,7 @@ def generate(
     from ragar.encoders.base import ImageInputError
     from recsys.preference import METHODS
 
-    cfg = get_config(config, set_)
+    cfg = get_config(config, set_, device)
     if (reference is None) == (reference_image is None):
         raise fail("give exactly one of --reference ITEM_ID and --reference-image FILE")
     if method is not None and method not in METHODS:
@@ -622,6 +671,7 @@ def generate_batch(
         "runs/generate-batch"),
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    device: DeviceOpt = None,
 ) -> dict | None:
     """Personalize for many users: sharded by user id, resumable, one process or many.
 
@@ -633,7 +683,7 @@ def generate_batch(
     from ragar.generation.batch import batch_requests, run_generate_batch
     from recsys.preference import METHODS
 
-    cfg = get_config(config, set_)
+    cfg = get_config(config, set_, device)
     method = method or cfg.generation.method
     if method not in METHODS:
         raise fail(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -706,6 +756,7 @@ def train_attribute_reader_cmd(
     image_size: int = 32,
     epochs: int = 8,
     seed: int = 0,
+    device: DeviceOpt = None,
 ) -> None:
     """Train the world's attribute reader (reads category, parts and style off generated images)."""
     from eval.report import write_json
@@ -713,7 +764,8 @@ def train_attribute_reader_cmd(
 
     if not (data / "views.parquet").exists():
         raise fail(f"{data} is not a world directory (no views.parquet)")
-    model, acc = train_attribute_reader(data, image_size=image_size, epochs=epochs, seed=seed)
+    model, acc = train_attribute_reader(data, image_size=image_size, epochs=epochs, seed=seed,
+                                        device=device_runtime(device).device)
     model.save_pretrained(out)
     write_json({"held_out_accuracy": acc, "data": str(data), "image_size": image_size, "epochs": epochs,
                 "seed": seed}, out / "accuracy.json")
@@ -736,6 +788,7 @@ def eval_generation(
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/generation"),
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    device: DeviceOpt = None,
 ) -> dict:
     """Compare RAGAR (with and without the rank task, and best-of-N) against uniform-history and
     reference-only conditioning: oracle preference fit against identity kept, same requests and seeds."""
@@ -744,10 +797,11 @@ def eval_generation(
     from recsys.world.attributes import AttributeReader
     from recsys.world.oracle import World
 
-    cfg = get_config(config, set_)
+    cfg = get_config(config, set_, device)
     try:
         world = World(data)
-        attr = AttributeReader.from_pretrained(reader or DEMO_ATTRIBUTE_READER)
+        rt = get_runtime(cfg)
+        attr = AttributeReader.from_pretrained(reader or DEMO_ATTRIBUTE_READER).to(rt.device, rt.dtype)
     except (FileNotFoundError, ValueError) as e:
         raise fail(str(e)) from None
     base = _personalizer(cfg, data, generator, rankers)
@@ -844,6 +898,7 @@ def train_identity_encoder(
                                                     "(block<i>, head); default block10,block14,head")] = None,
     holdout: float = 0.2,
     seed: int = 0,
+    device: DeviceOpt = None,
 ) -> dict:
     """Train the NearID identity encoder (frozen EfficientNet + attention-pooling head, two-tier
     loss) and report Sample Success Rate on held-out identities, backbone alone against with head."""
@@ -868,11 +923,13 @@ def train_identity_encoder(
         if not (w / "views.parquet").exists():
             raise fail(f"{w} is not a world directory (no views.parquet)")
     level_list = tuple(x.strip() for x in levels.split(",") if x.strip()) if levels else DEFAULT_LEVELS
+    dev = device_runtime(device).device
     t0 = time.perf_counter()
     splits = [world_identity_split(w, holdout, seed) for w in worlds]
     try:
         per_world = [backbone_tokens(sp.paths, image_size, level_list, progress=True, desc=f"backbone tokens {w.name}",
-                                     cache_dir=w / ".ragar_cache") for sp, w in zip(splits, worlds, strict=True)]
+                                     cache_dir=w / ".ragar_cache", device=dev)
+                     for sp, w in zip(splits, worlds, strict=True)]
     except ValueError as e:
         raise fail(str(e)) from e
     split = merge_splits(splits[0], splits[1:])
@@ -881,7 +938,7 @@ def train_identity_encoder(
     del per_world  # the extra worlds' tokens now live only in the concatenation
     cfg = NearIDConfig(levels=level_list, feature_dims=tuple(x.shape[2] for x in tokens),
                        tokens=tuple(x.shape[1] for x in tokens), image_size=image_size)
-    head, losses = train_nearid(tokens, split, cfg, NearIDTraining(steps=steps, seed=seed))
+    head, losses = train_nearid(tokens, split, cfg, NearIDTraining(steps=steps, seed=seed), device=dev)
     head.save_pretrained(out)
     trip = ssr_triplets(split, split.held_out, seed + 1)
     unit = torch.nn.functional.normalize
@@ -934,6 +991,7 @@ def eval_replay(
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/replay"),
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    device: DeviceOpt = None,
 ) -> dict:
     """Replay held-out requests from the log: every method generates from the same past with the
     same seeds; semantic, personalization, identity and retrieval metrics; JSON + HTML report.
@@ -945,7 +1003,7 @@ def eval_replay(
     from ragar.encoders.efficientnet import EfficientNetLiteEncoder
     from recsys.preference import METHODS
 
-    cfg = get_config(config, set_)
+    cfg = get_config(config, set_, device)
     wanted = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in wanted if m not in METHODS]
     if bad or not wanted:
@@ -958,8 +1016,10 @@ def eval_replay(
         raise fail("--unit-size must be at least 1")
     procs = processes()
     p = _personalizer(cfg, data, generator, rankers)
-    world, attr = _world_and_reader(data, reader)
-    rp = Replay(p, data, reqs, held, k, EfficientNetLiteEncoder(128), world, attr, gallery=gallery)
+    rt = get_runtime(cfg)
+    world, attr = _world_and_reader(data, reader, rt)
+    rp = Replay(p, data, reqs, held, k, EfficientNetLiteEncoder(128).to(rt.device, rt.dtype), world, attr,
+                gallery=gallery)
     try:
         scores = run_replay(rp, wanted, out, n=n, seed=seed, unit_size=unit_size, procs=procs)
     except ValueError as e:
@@ -975,7 +1035,7 @@ def eval_replay(
     return summary
 
 
-def _world_and_reader(data: Path, reader: Path | None):
+def _world_and_reader(data: Path, reader: Path | None, runtime=None):
     from ragar.generation.loading import DEMO_ATTRIBUTE_READER
     from recsys.world.attributes import AttributeReader
     from recsys.world.oracle import World
@@ -983,7 +1043,8 @@ def _world_and_reader(data: Path, reader: Path | None):
     if not (data / "world.json").exists():
         return None, None
     try:
-        return World(data), AttributeReader.from_pretrained(reader or DEMO_ATTRIBUTE_READER)
+        attr = AttributeReader.from_pretrained(reader or DEMO_ATTRIBUTE_READER)
+        return World(data), attr if runtime is None else attr.to(runtime.device, runtime.dtype)
     except (FileNotFoundError, ValueError) as e:
         raise fail(str(e)) from None
 
@@ -1141,6 +1202,7 @@ def personalize_encoder(
     seed: int | None = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    device: DeviceOpt = None,
 ) -> dict:
     """Learn one object from a few real images (seed paper 004): the generator makes positives
     (and pastes the object on new backgrounds) and look-alike negatives, and a LoRA on the image
@@ -1150,7 +1212,7 @@ def personalize_encoder(
     from ragar.encoders.base import ImageInputError
     from ragar.generation.personal_encoder import save_result, train_personalized_encoder
 
-    cfg = get_config(config, set_)
+    cfg = get_config(config, set_, device)
     if variant not in ("personalized", "real-only"):
         raise fail(f"unknown variant {variant!r}: personalized or real-only")
     lora, synth = _personalize_settings(cfg, steps, seed)
@@ -1164,7 +1226,7 @@ def personalize_encoder(
         reals = read_real_images([str(p) for p in images])  # refuse bad input before loading any model
         p = _personalizer(cfg, data, generator, None) if variant == "personalized" else None
         res = train_personalized_encoder(reals, negatives, variant=variant, personalizer=p,
-                                         data=synth, lora=lora, progress=True)
+                                         data=synth, lora=lora, progress=True, device=get_runtime(cfg).device)
     except (ImageInputError, ValueError) as e:
         raise fail(str(e)) from None
     save_result(res, out, name or out.name, variant, lora, synth, [str(i) for i in images])
@@ -1208,13 +1270,14 @@ def eval_personalized_encoder(
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/personalized-encoder"),
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    device: DeviceOpt = None,
 ) -> dict:
     """Personalized retrieval NDCG and classification PR-AUC on the world's held-out identities,
     3 real images each: base encoder vs a LoRA on the real images alone vs the personalized LoRA."""
     from eval.personalized_repr import evaluate_world
     from eval.report import write_json
 
-    cfg = get_config(config, set_)
+    cfg = get_config(config, set_, device)
     lora, synth = _personalize_settings(cfg, steps, seed)
     if not (data / "views.parquet").exists():
         raise fail(f"{data} is not a world directory (no views.parquet)")
@@ -1227,7 +1290,8 @@ def eval_personalized_encoder(
             examples.update(row=row, set=results["personalized"].training_set)
 
     try:
-        res = evaluate_world(data, p, identities, lora, synth, seed=lora.seed, on_target=on_target)
+        res = evaluate_world(data, p, identities, lora, synth, seed=lora.seed, on_target=on_target,
+                             device=get_runtime(cfg).device)
     except ValueError as e:
         raise fail(str(e)) from None
     res["settings"] = {"lora": lora.model_dump(), "data": synth.model_dump()}
@@ -1316,10 +1380,12 @@ def demo(
     out: Annotated[Path, typer.Option(help="where the demo writes everything")] = Path("runs/demo"),
     config: ConfigOpt = "demo",
     set_: SetOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """End to end on the embedded world: build it, summarise it, compare preference methods,
     train and evaluate the rankers, and write the reports."""
-    cfg = get_config(config, set_)
+    cfg = get_config(config, set_, device)
+    set_ = [*(set_ or []), *([f"runtime.device={device}"] if device else [])]  # the steps below read the config
     world_dir = out / "world"
     _build_world_cached(cfg, world_dir)
     data_stats(world_dir, out / "data")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ragar.generation.personal_encoder import PersonalizeEncoderConfig
 from ragar.generation.personalize import GenerationConfig
 from ragar.generation.train import GeneratorConfig
+from ragar.runtime import RuntimeConfig
 from recsys.preference import PreferenceConfig
 from recsys.world.config import WorldConfig
 
@@ -79,6 +80,7 @@ class RagarConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = "defaults"
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     world: WorldConfig = Field(default_factory=WorldConfig)
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)

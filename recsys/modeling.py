@@ -30,7 +30,8 @@ class PretrainedMixin:
     def save_pretrained(self, path: str | Path) -> Path:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path / "model.safetensors"))
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(path / "model.safetensors"))
         (path / "config.json").write_text(json.dumps({"type": self.model_type, **asdict(self.config)}, indent=2))
         return path
 

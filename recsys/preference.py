@@ -126,13 +126,14 @@ def preference_weights(sim: torch.Tensor, mask: torch.Tensor, config: Preference
     references per history). Rows with nothing kept get all-zero weights (the caller falls back).
     ``event_weight`` and ``age_days`` broadcast against ``sim``."""
     cfg = config
+    dtype, sim = sim.dtype, sim.float()  # weighed in float32 whatever the model computes in
     n = sim.shape[-1]
     neg = torch.finfo(torch.float32).min
     keep = mask.expand_as(sim).clone()
     if cfg.method == "uniform":
         logits = torch.zeros_like(sim)
     elif cfg.method == "recency":
-        age = age_days if age_days is not None else (n - 1 - torch.arange(n, dtype=torch.float32))
+        age = age_days if age_days is not None else (n - 1 - torch.arange(n, dtype=torch.float32, device=sim.device))
         logits = (-math.log(2) * torch.as_tensor(age, dtype=torch.float32) / cfg.recency_half_life_days
                   ).expand_as(sim)
     elif cfg.method == "ragar":
@@ -151,7 +152,7 @@ def preference_weights(sim: torch.Tensor, mask: torch.Tensor, config: Preference
         raise ValueError(f"preference_weights does not apply to method {cfg.method!r}")
     weights = torch.softmax(logits.masked_fill(~keep, neg), dim=-1) * keep
     total = weights.sum(-1, keepdim=True)
-    return torch.where(total > 0, weights / total.clamp_min(1e-30), torch.zeros_like(weights))
+    return torch.where(total > 0, weights / total.clamp_min(1e-30), torch.zeros_like(weights)).to(dtype)
 
 
 def naive_preference(history: np.ndarray, reference: np.ndarray, config: PreferenceConfig,

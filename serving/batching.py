@@ -29,6 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+#: (max batch size in requests, max wait in seconds, queue bound) when the settings name none. A
+#: GPU's throughput grows with the batch up to hundreds of images (docs/SCALING.md), so it batches
+#: more and holds a longer queue; a 2-core CPU gains little past 8 requests.
+CPU_BATCHING = (8, 0.020, 64)
+GPU_BATCHING = (64, 0.010, 1024)
+
 
 class QueueFull(RuntimeError):
     """The pending queue is at its bound; retry later."""

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from ragar.cli_output import console, fail, print_table
+from ragar.cli_output import console, err, fail, print_table
 
 ab_app = typer.Typer(help="A/B experiments: analysis and simulation.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys of the service: create them (the file keeps only their hashes).",
@@ -32,6 +32,18 @@ def _settings(**kw):
         return ServingSettings(**{k: v for k, v in kw.items() if v is not None})
     except ValidationError as e:
         raise fail("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
+
+
+def _runtime(settings):
+    from ragar.config import ConfigError, load_config
+    from ragar.runtime import DeviceUnavailableError, Runtime
+
+    try:
+        rt = Runtime.from_config(load_config(settings.config).runtime, settings.device, settings.dtype)
+    except (ConfigError, DeviceUnavailableError, ValueError) as e:
+        raise fail(str(e)) from None
+    err.print(f"runtime: {rt.describe()}", highlight=False)
+    return rt
 
 
 def _experiments(path: Path | None):
@@ -67,6 +79,8 @@ def serve_cmd(
                                                   "it); default $RAGAR_API_KEYS_FILE")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="the try-it page gets a generated key (loopback only)")] = False,
     metrics_open: Annotated[bool, typer.Option("--metrics-open", help="/metrics without a key")] = False,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N (default: "
+                                               "$RAGAR_DEVICE, else the config's runtime.device)")] = None,
 ) -> None:
     """Serve the generation API (flags override RAGAR_* environment settings)."""
     from serving.app import key_ring
@@ -76,9 +90,10 @@ def serve_cmd(
     settings = _settings(models=models, data=data, db_url=db, experiments=experiments, config=config,
                          max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, queue_size=queue_size,
                          num_inference_steps=num_inference_steps, images_dir=images_dir, api_keys_file=api_keys,
-                         demo=demo or None, metrics_open=metrics_open or None)
+                         demo=demo or None, metrics_open=metrics_open or None, device=device)
     if settings.data is None:
         raise fail("no dataset: pass --data or set RAGAR_DATA")
+    _runtime(settings)  # a device this machine lacks is an exit 2 here, not a crash in the lifespan
     _experiments(settings.experiments)  # fail fast, with the key and the file, before loading models
     try:
         ring, _ = key_ring(settings)

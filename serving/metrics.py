@@ -16,7 +16,7 @@ class ServiceMetrics:
         self.latency = Histogram("ragar_request_latency_seconds", "HTTP latency by route and arm",
                                  ["route", "arm"], buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("ragar_batch_size", "requests per generator call",
-                                    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32), registry=r)
+                                    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256), registry=r)
         self.queue_depth = Gauge("ragar_queue_depth", "generation requests waiting for a batch", registry=r)
         self.generation = Histogram("ragar_generation_seconds", "seconds per generator call (whole batch)",
                                     buckets=LATENCY_BUCKETS, registry=r)
@@ -32,6 +32,17 @@ class ServiceMetrics:
         self._max_overrun = 0.0
         self.batch_max = Gauge("ragar_batch_seconds_max", "the longest generator call so far", registry=r)
         self._max_batch = 0.0
+
+    def describe_device(self, runtime) -> None:
+        """``ragar_device_info`` (device, card, dtype) and, on CUDA, the memory the process holds
+        there, read at each scrape."""
+        Gauge("ragar_device_info", "where the models run", ["device", "name", "dtype"], registry=self.registry
+              ).labels(str(runtime.device), runtime.card, runtime.dtype_name).set(1)
+        if runtime.is_cuda:
+            mem = Gauge("ragar_device_memory_bytes", "GPU memory this process holds (torch caching allocator)",
+                        ["kind"], registry=self.registry)
+            for kind in ("allocated", "reserved"):
+                mem.labels(kind).set_function(lambda k=kind: runtime.memory()[k])
 
     def observe_batch(self, size: int, seconds: float, overrun_s: float = 0.0) -> None:
         self.batch_size.observe(size)

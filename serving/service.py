@@ -18,6 +18,7 @@ import polars as pl
 from PIL import Image
 
 from ragar.generation.personalize import PersonalizedResult, Personalizer
+from ragar.runtime import CPU, Runtime
 from serving.analysis import pre_period_click_rate
 from serving.batching import MicroBatcher
 from serving.experiments import Arm, Experiment, ExperimentsFile, active_experiment, load_experiments
@@ -68,8 +69,10 @@ def image_path(images_dir: Path, request_id: str, index: int) -> Path:
 
 class Service:
     def __init__(self, settings: ServingSettings, personalizer: Personalizer, store: EventStore,
-                 experiments: ExperimentsFile, items: pl.DataFrame, data_root: Path | None = None):
+                 experiments: ExperimentsFile, items: pl.DataFrame, data_root: Path | None = None,
+                 runtime: Runtime = CPU):
         self.settings = settings
+        self.runtime = runtime
         self.personalizer = personalizer
         self.store = store
         self.experiments = experiments
@@ -78,10 +81,11 @@ class Service:
         self.item_ids = personalizer.positions  # the catalog the personalizer can condition on
         self.data_root = data_root
         self.metrics = ServiceMetrics()
+        self.metrics.describe_device(runtime)
         self.max_n = min(settings.max_n, personalizer.config.max_n)
         self._variants: dict[str | None, Personalizer] = {None: personalizer}
-        self.batcher = MicroBatcher(self._run_batch, max_batch_size=settings.max_batch_size,
-                                    max_wait_s=settings.max_wait_ms / 1000, queue_size=settings.queue_size,
+        size, wait_s, queue = settings.batching(runtime.is_cuda)
+        self.batcher = MicroBatcher(self._run_batch, max_batch_size=size, max_wait_s=wait_s, queue_size=queue,
                                     on_batch=self.metrics.observe_batch, on_depth=self.metrics.queue_depth.set,
                                     on_busy=self.metrics.busy.set)
         self.images_dir = Path(settings.images_dir)
@@ -103,7 +107,7 @@ class Service:
             if not (path / "unet").is_dir():
                 raise FileNotFoundError(f"arm generator {generator!r}: no generator at {path}")
             p = copy.copy(self.personalizer)
-            p.pipeline = RagarPipeline.from_pretrained(path)
+            p.pipeline = RagarPipeline.from_pretrained(path, torch_dtype=self.runtime.dtype).to(self.runtime.device)
             p.pipeline.set_progress_bar_config(disable=True)
             self._variants[generator] = p
         return self._variants[generator]
@@ -171,10 +175,11 @@ def build_service(settings: ServingSettings) -> Service:
     if settings.data is None:
         raise ValueError("no dataset: set RAGAR_DATA or pass --data")
     cfg = load_config(settings.config)
+    runtime = Runtime.from_config(cfg.runtime, settings.device, settings.dtype)
     experiments = load_experiments(settings.experiments)
     generator, rankers = models_layout(settings.models)
-    p = personalizer_from_config(cfg, settings.data, generator, rankers)
+    p = personalizer_from_config(cfg, settings.data, generator, rankers, runtime=runtime)
     store = EventStore(settings.db_url)
     store.migrate()
     items = pl.read_parquet(Path(settings.data) / "items.parquet")
-    return Service(settings, p, store, experiments, items, Path(settings.data))
+    return Service(settings, p, store, experiments, items, Path(settings.data), runtime)

@@ -24,9 +24,16 @@ class ServingSettings(BaseSettings):
     db_url: str = Field("sqlite:///runs/serve/events.db", description="SQLAlchemy URL of the event store")
     experiments: Path | None = Field(None, description="experiments YAML; without it every request is arm 'default'")
     images_dir: Path = Field(Path("runs/serve/images"), description="where generated PNGs are kept and served from")
-    max_batch_size: int = Field(8, ge=1, description="requests grouped into one generator call")
-    max_wait_ms: float = Field(20.0, ge=0, description="how long the first request of a batch waits for company")
-    queue_size: int = Field(64, ge=1, description="pending requests beyond which the API answers 429")
+    device: str | None = Field(None, pattern=r"^(auto|cpu|cuda|cuda:[0-9]+)$", description="where the models "
+                               "run: auto | cpu | cuda | cuda:N (default: the config's runtime.device)")
+    dtype: str | None = Field(None, pattern=r"^(auto|float32|float16|bfloat16)$", description="what they compute "
+                              "in (default: the config's runtime.dtype)")
+    max_batch_size: int | None = Field(None, ge=1, description="requests grouped into one generator call "
+                                       "(default: 8 on the CPU, 64 on a GPU)")
+    max_wait_ms: float | None = Field(None, ge=0, description="how long the first request of a batch waits for "
+                                      "company (default: 20 ms on the CPU, 10 ms on a GPU)")
+    queue_size: int | None = Field(None, ge=1, description="pending requests beyond which the API answers 429 "
+                                   "(default: 64 on the CPU, 1024 on a GPU)")
     request_timeout_s: float = Field(60.0, gt=0, description="a request still waiting after this gets 504")
     max_n: int = Field(8, ge=1, description="the cap on candidates per request")
     max_upload_bytes: int = Field(5_000_000, ge=1024, description="largest accepted reference upload")
@@ -44,6 +51,15 @@ class ServingSettings(BaseSettings):
                        "report); never on a network others can reach")
     metrics_open: bool = Field(False, description="serve /metrics without a key (a trusted scrape network)")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; none by default")
+
+    def batching(self, on_gpu: bool) -> tuple[int, float, int]:
+        """(max batch size, max wait in seconds, queue bound): the settings', else the device's
+        defaults (:data:`serving.batching.GPU_BATCHING` / ``CPU_BATCHING``)."""
+        from serving.batching import CPU_BATCHING, GPU_BATCHING
+
+        size, wait_s, queue = GPU_BATCHING if on_gpu else CPU_BATCHING
+        return (self.max_batch_size or size, wait_s if self.max_wait_ms is None else self.max_wait_ms / 1000,
+                self.queue_size or queue)
 
     @property
     def body_limit(self) -> int:

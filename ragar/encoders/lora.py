@@ -160,7 +160,7 @@ def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tens
 
 def train_lora(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
                config: LoraTrainingConfig, hard_order: np.ndarray | None = None, model: nn.Module | None = None,
-               progress: bool = False) -> tuple[nn.Module, list[float]]:
+               progress: bool = False, device: torch.device | str = "cpu") -> tuple[nn.Module, list[float]]:
     """Train LoRA on cached prefix features: ``anchors`` (real images, augmented), ``positives``
     (anything showing the identity: the anchors themselves, pastes, generated renders) and
     ``negatives`` (N, C, h, w). Each step pairs ``anchors_per_step`` anchors with a random positive
@@ -172,7 +172,7 @@ def train_lora(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.
         raise ValueError("LoRA training needs anchors, positives and negatives (got "
                          f"{len(anchors)}, {len(positives)}, {len(negatives)})")
     torch.manual_seed(config.seed)
-    model = model if model is not None else lora_model(config)
+    model = (model if model is not None else lora_model(config)).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps)
@@ -187,7 +187,7 @@ def train_lora(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.
         neg = g.choice(len(negatives), size=m - n_hard, replace=False)
         if n_hard:
             neg = np.concatenate([neg, g.choice(hard, size=min(n_hard, len(hard)), replace=False)])
-        x = torch.cat([anchors[a], positives[p], negatives[neg]]).float()
+        x = torch.cat([anchors[a], positives[p], negatives[neg]]).float().to(device)
         emb = tail_embedding(model, x, config.first_block)
         b = config.anchors_per_step
         loss = info_nce(emb[:b], emb[b:2 * b], emb[2 * b:], config.temperature)
@@ -196,7 +196,7 @@ def train_lora(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.
         opt.step()
         sched.step()
         losses.append(loss.item())
-    return model, losses
+    return model.cpu(), losses
 
 
 def save_personalized(model: nn.Module, out: str | Path, info: PersonalizedInfo) -> Path:

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import torch
 from torch import nn
 
@@ -77,7 +76,8 @@ class NearIDHead(PretrainedMixin, nn.Module):
         zeroes dropped tokens (token dropout in training)."""
         if len(tokens) != len(self.proj_in):
             raise ValueError(f"the head reads {len(self.proj_in)} levels {self.config.levels}, got {len(tokens)}")
-        x = torch.cat([proj(t.float()) + pos for t, proj, pos in zip(tokens, self.proj_in, self.pos, strict=True)], 1)
+        dt = self.query.dtype  # cached tokens are float16: computed in the head's dtype
+        x = torch.cat([proj(t.to(dt)) + pos for t, proj, pos in zip(tokens, self.proj_in, self.pos, strict=True)], 1)
         if keep is not None:
             x = x * keep[..., None]
         pooled, _ = self.attn(self.query.expand(len(x), -1, -1), x, x)
@@ -120,20 +120,21 @@ def tokens_of(backbone, batch: Sequence[ImageLike] | torch.Tensor, levels: Seque
 @torch.no_grad()
 def backbone_tokens(images: Sequence[ImageLike], image_size: int = 128, levels: Sequence[str] = DEFAULT_LEVELS,
                     batch_size: int = 64, progress: bool = False, cache_dir: Path | None = None,
-                    desc: str = "backbone tokens") -> list[torch.Tensor]:
-    """One (N, T, C) float16 tensor per level: the frozen backbone's feature maps of every image.
-    ``cache_dir``: one .npy per level, reused when it holds as many rows as there are images."""
+                    desc: str = "backbone tokens", device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """One (N, T, C) float16 tensor per level (in host memory): the frozen backbone's feature maps
+    of every image, computed on ``device``. ``cache_dir``: one .npy per level, reused when it holds
+    as many rows as there are images."""
     from tqdm.auto import tqdm
 
     files = [cache_dir / f"nearid-{image_size}-{level}.npy" for level in levels] if cache_dir else None
     if files and all(f.exists() and len(np.load(f, allow_pickle=False, mmap_mode="r")) == len(images)
                      for f in files):
         return [torch.from_numpy(np.load(f, allow_pickle=False)) for f in files]
-    enc = _backbone(image_size)
+    enc = _backbone(image_size).to(device)
     parts: list[list[torch.Tensor]] = [[] for _ in levels]
     for lo in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress):
         for part, t in zip(parts, tokens_of(enc, images[lo:lo + batch_size], levels), strict=True):
-            part.append(t.half())
+            part.append(t.half().cpu())
     out = [torch.cat(p) for p in parts]
     if files:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -158,6 +159,13 @@ class NearIDEncoder(ImageEncoder):
     def fingerprint(self) -> str:
         return self._fp
 
+    def torch_modules(self) -> list[torch.nn.Module]:
+        return [self.head]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> NearIDEncoder:
+        self.backbone.to(device, dtype)
+        return super().to(device, dtype)
+
     def _embed(self, batch: Sequence[ImageLike]) -> torch.Tensor:
         return self.head(tokens_of(self.backbone, batch, self.head.config.levels))
 
@@ -178,6 +186,8 @@ class IdentitySplit:
 
 
 def world_identity_split(root: str | Path, holdout: float = 0.2, seed: int = 0) -> IdentitySplit:
+    import polars as pl  # here, not at the top: the encoder itself loads without polars
+
     root = Path(root)
     v = pl.read_parquet(root / "views.parquet")
     row_of = {vid: i for i, vid in enumerate(v["view_id"])}
@@ -259,7 +269,7 @@ def two_tier_loss(a: torch.Tensor, p: torch.Tensor, d: torch.Tensor, n: torch.Te
     if negative_mask is not None:
         s_n = s_n.masked_fill(~negative_mask, -1e4)  # exp(-1e4 / τ) = 0: out of the softmax and the max
     logits = torch.cat([s_p, s_d, s_n], 1) / temperature
-    tier1 = nn.functional.cross_entropy(logits, torch.zeros(len(a), dtype=torch.long))
+    tier1 = nn.functional.cross_entropy(logits, torch.zeros(len(a), dtype=torch.long, device=logits.device))
     tier2 = nn.functional.relu(margin - s_d + s_n.amax(1, keepdim=True)).mean()
     return tier1 + tier2
 
@@ -280,9 +290,11 @@ class NearIDTraining:
 
 
 def train_nearid(tokens: Sequence[torch.Tensor], split: IdentitySplit, config: NearIDConfig | None = None,
-                 training: NearIDTraining | None = None, progress: bool = True) -> tuple[NearIDHead, list[float]]:
+                 training: NearIDTraining | None = None, progress: bool = True,
+                 device: torch.device | str = "cpu") -> tuple[NearIDHead, list[float]]:
     """Train the head on the training identities' cached backbone ``tokens`` (one (N, T_l, F_l)
-    tensor per level, rows aligned with ``split``)."""
+    tensor per level, rows aligned with ``split``) on ``device`` (the draws stay on the CPU, so a
+    seed picks the same batches anywhere)."""
     from tqdm.auto import tqdm
 
     t = training or NearIDTraining()
@@ -291,7 +303,7 @@ def train_nearid(tokens: Sequence[torch.Tensor], split: IdentitySplit, config: N
     if any(len(x) != len(split.paths) for x in tokens):
         raise ValueError(f"{[len(x) for x in tokens]} token rows for {len(split.paths)} renders")
     torch.manual_seed(t.seed)
-    head = NearIDHead(cfg)
+    head = NearIDHead(cfg).to(device)
     train_ids = set(split.identity.tolist()) - split.held_out
     trip = ssr_triplets(split, train_ids, t.seed)
     if len(trip["anchor"]) == 0:
@@ -312,10 +324,10 @@ def train_nearid(tokens: Sequence[torch.Tensor], split: IdentitySplit, config: N
         # one): the head cannot memorise fixed pairs, it has to learn the identity
         a_rows = np.asarray([anchors[p][g.integers(len(anchors[p]))] for p in p_rows])
         neg = g.choice(pool, size=min(t.negatives, len(pool)), replace=False)
-        valid = torch.from_numpy(split.identity[neg][None, :] != split.identity[p_rows][:, None])
+        valid = torch.from_numpy(split.identity[neg][None, :] != split.identity[p_rows][:, None]).to(device)
         rows = np.concatenate([a_rows, p_rows, d_rows, neg])
-        keep = (torch.rand(len(rows), n_tok, generator=gen) > t.token_dropout).float()
-        emb = head([x[rows] for x in tokens], keep)  # token dropout: parts must be read from several places
+        keep = (torch.rand(len(rows), n_tok, generator=gen) > t.token_dropout).float().to(device)
+        emb = head([x[rows].to(device) for x in tokens], keep)  # token dropout: parts must be read from several places
         a, p, d, n = emb[:B], emb[B:2 * B], emb[2 * B:3 * B], emb[3 * B:]
         loss = two_tier_loss(a, p, d[:, None], n, cfg.temperature, cfg.margin, negative_mask=valid)
         opt.zero_grad()
@@ -323,7 +335,7 @@ def train_nearid(tokens: Sequence[torch.Tensor], split: IdentitySplit, config: N
         opt.step()
         sched.step()
         losses.append(loss.item())
-    return head.eval(), losses
+    return head.cpu().eval(), losses  # back on the CPU, where the cached tokens are
 
 
 @torch.no_grad()

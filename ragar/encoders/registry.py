@@ -7,10 +7,18 @@ from __future__ import annotations
 from functools import lru_cache
 
 from ragar.encoders.base import ImageEncoder, TextEncoder
+from ragar.runtime import CPU, Runtime
 
 
 @lru_cache(maxsize=8)
-def build_image_encoder(spec: str, image_size: int = 224) -> ImageEncoder:
+def build_image_encoder(spec: str, image_size: int = 224, runtime: Runtime = CPU) -> ImageEncoder:
+    """The encoder ``spec`` names, on ``runtime``'s device and in its dtype (one instance per
+    (spec, size, runtime): a cached encoder is never moved under another caller)."""
+    enc = _image_encoder(spec, image_size)
+    return enc if runtime == CPU else enc.to(runtime.device, runtime.dtype)
+
+
+def _image_encoder(spec: str, image_size: int) -> ImageEncoder:
     if spec == "efficientnet-lite0":
         from ragar.encoders.efficientnet import EfficientNetLiteEncoder
 
@@ -40,9 +48,10 @@ def build_image_encoder(spec: str, image_size: int = 224) -> ImageEncoder:
 
 
 @lru_cache(maxsize=4)
-def build_text_encoder(spec: str | None) -> TextEncoder | None:
+def build_text_encoder(spec: str | None, runtime: Runtime = CPU) -> TextEncoder | None:
     if spec in (None, "none", ""):
         return None
     from ragar.encoders.text import SentenceTextEncoder
 
-    return SentenceTextEncoder(None if spec == "minilm" else spec)
+    enc = SentenceTextEncoder(None if spec == "minilm" else spec)
+    return enc if runtime == CPU else enc.to(runtime.device, runtime.dtype)

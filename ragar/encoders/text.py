@@ -43,5 +43,5 @@ class SentenceTextEncoder(TextEncoder):
         if any(not isinstance(t, str) for t in texts):
             raise TypeError("texts must be strings")
         e = self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                              show_progress_bar=progress, convert_to_numpy=True)
-        return e.astype(np.float32)
+                              show_progress_bar=progress, convert_to_tensor=True)
+        return e.float().cpu().numpy()

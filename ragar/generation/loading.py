@@ -13,6 +13,7 @@ import polars as pl
 from ragar.encoders.catalog import CatalogEmbeddings, embed_catalog
 from ragar.encoders.registry import build_image_encoder, build_text_encoder
 from ragar.generation.personalize import GenerationConfig, Personalizer
+from ragar.runtime import CPU, Runtime
 from recsys.preference import PreferenceConfig
 from recsys.ranking.features import ItemTable
 
@@ -35,13 +36,15 @@ def item_image_paths(data: str | Path, items: pl.DataFrame) -> dict[str, str]:
 
 
 def personalizer_from_config(cfg, data: str | Path, generator: str | Path | None = None,
-                             rankers: str | Path | None = None, progress: bool = False) -> Personalizer:
+                             rankers: str | Path | None = None, progress: bool = False,
+                             runtime: Runtime = CPU) -> Personalizer:
     """:func:`load_personalizer` with the encoders, preference and generation settings of a
     :class:`~ragar.config.RagarConfig`, as the CLI and the API both build it."""
     enc = cfg.encoder
     return load_personalizer(data, generator, rankers, image_encoder=enc.image, image_size=enc.image_size,
                              text_encoder=enc.text, text_weight=enc.text_weight, preference=cfg.preference,
-                             generation=cfg.generation, identity_encoder=enc.identity, progress=progress)
+                             generation=cfg.generation, identity_encoder=enc.identity, progress=progress,
+                             runtime=runtime)
 
 
 def load_personalizer(data: str | Path, generator: str | Path | None = None, rankers: str | Path | None = None, *,
@@ -50,9 +53,10 @@ def load_personalizer(data: str | Path, generator: str | Path | None = None, ran
                       text_weight: float = 0.5, preference: PreferenceConfig | None = None,
                       identity_encoder: str | None = None,
                       generation: GenerationConfig | None = None, scheduler: str = "ddim", ranker: str = "ragar",
-                      progress: bool = False) -> Personalizer:
+                      progress: bool = False, runtime: Runtime = CPU) -> Personalizer:
     """``generator`` defaults to the shipped demo generator; without ``rankers`` candidates get no
-    preference-fit score (best-of-N then ranks by identity alone)."""
+    preference-fit score (best-of-N then ranks by identity alone). Every model is put on
+    ``runtime``'s device in its dtype (the catalog index and the log stay in host memory)."""
     from ragar.generation.pipeline import RagarPipeline
     from recsys.data.io import read_table
     from recsys.ranking.pipeline import Rankers
@@ -61,10 +65,11 @@ def load_personalizer(data: str | Path, generator: str | Path | None = None, ran
     data = Path(data)
     if not (data / "items.parquet").exists():
         raise FileNotFoundError(f"{data} has no items.parquet: not a dataset directory")
-    pipe = RagarPipeline.from_pretrained(generator or DEMO_GENERATOR, scheduler=scheduler)
+    pipe = RagarPipeline.from_pretrained(generator or DEMO_GENERATOR, scheduler=scheduler,
+                                         torch_dtype=runtime.dtype).to(runtime.device)
     pipe.set_progress_bar_config(disable=not progress)
-    img = build_image_encoder(image_encoder, image_size)
-    txt = build_text_encoder(text_encoder)
+    img = build_image_encoder(image_encoder, image_size, runtime)
+    txt = build_text_encoder(text_encoder, runtime)
     items = pl.read_parquet(data / "items.parquet")
     emb = embed_catalog(data, img, txt, items=items, progress=progress)
     dim = pipe.adapter.config.embed_dim
@@ -77,8 +82,8 @@ def load_personalizer(data: str | Path, generator: str | Path | None = None, ran
         model = Rankers.from_pretrained(rankers).din.get(ranker)
         if model is None:
             raise KeyError(f"{rankers} has no torch ranker {ranker!r}")
-        scorer = PreferenceScorer(model, item_table(items, emb, text_weight), inter)
+        scorer = PreferenceScorer(model, item_table(items, emb, text_weight), inter).to(runtime.device, runtime.dtype)
     refs = item_image_paths(data, items)
-    ident = build_image_encoder(identity_encoder) if identity_encoder else None
+    ident = build_image_encoder(identity_encoder, 224, runtime) if identity_encoder else None
     return Personalizer(pipe, emb, inter, img, text_weight, preference, scorer, identity_encoder=ident,
                         reference_images=refs, config=generation)

@@ -139,7 +139,8 @@ def train_personalized_encoder(images: Sequence[ImageLike], negatives: Sequence[
                                variant: Variant = "personalized", personalizer=None,
                                data: SyntheticDataConfig | None = None, lora: LoraTrainingConfig | None = None,
                                exclude_items: set[str] = frozenset(), negative_prefix: torch.Tensor | None = None,
-                               hard_order: np.ndarray | None = None, progress: bool = False) -> PersonalizedResult:
+                               hard_order: np.ndarray | None = None, progress: bool = False,
+                               device: torch.device | str = "cpu") -> PersonalizedResult:
     """The whole recipe for one object. ``negative_prefix`` / ``hard_order``: prefix features of
     ``negatives`` and their hardness order, when the caller already has them (an evaluation over
     many objects shares them); otherwise computed here."""
@@ -166,7 +167,7 @@ def train_personalized_encoder(images: Sequence[ImageLike], negatives: Sequence[
         first = np.arange(len(negatives), len(negative_prefix))
         hard_order = np.concatenate([first, hard_order])
     t2 = time.perf_counter()
-    model, losses = train_lora(anchors, positives, negative_prefix, lora, hard_order, model, progress)
+    model, losses = train_lora(anchors, positives, negative_prefix, lora, hard_order, model, progress, device)
     t3 = time.perf_counter()
     return PersonalizedResult(model, losses, ts, {"data_s": t1 - t0, "features_s": t2 - t1, "train_s": t3 - t2})
 

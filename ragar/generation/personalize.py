@@ -238,7 +238,9 @@ class Personalizer:
             weights, fallback = [[] for _ in users], [None] * b
         t1 = time.perf_counter()
         # image j of a request uses seed (seed * 1009 + j): independent of batching and batch position
-        gens = [torch.Generator().manual_seed(s * 1009 + j) for s in seeds for j in range(n)]
+        # drawn on the generator's device: a seed gives the same images on the same device
+        device = getattr(self.pipeline, "device", "cpu")
+        gens = [torch.Generator(device=device).manual_seed(s * 1009 + j) for s in seeds for j in range(n)]
         out = self.pipeline(reference_embeds=torch.from_numpy(ref), preference_embeds=torch.from_numpy(pref),
                             num_images_per_request=n, generator=gens,
                             num_inference_steps=num_inference_steps or cfg.num_inference_steps,

@@ -48,9 +48,11 @@ class RagarPipeline(DiffusionPipeline):
         return path
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, scheduler: str = "ddim") -> RagarPipeline:
+    def from_pretrained(cls, path: str | Path, scheduler: str = "ddim", torch_dtype: torch.dtype = torch.float32
+                        ) -> RagarPipeline:
         """Load what :meth:`save_pretrained` (or ``ragar train generator``) wrote; ``scheduler``
-        picks the sampler (``ddim``, ``ddpm``, ``euler``, ``dpm``) over the trained noise schedule."""
+        picks the sampler (``ddim``, ``ddpm``, ``euler``, ``dpm``) over the trained noise schedule;
+        ``torch_dtype`` the precision the weights are loaded in (then ``.to(device)``)."""
         import diffusers
         from diffusers import UNet2DConditionModel
 
@@ -62,9 +64,10 @@ class RagarPipeline(DiffusionPipeline):
             raise FileNotFoundError(f"{path} is not a RAGAR generator: missing {missing}")
         if scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {scheduler!r}; choose from {sorted(SCHEDULERS)}")
-        unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=torch.float32)
+        unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=torch_dtype)
         sched = getattr(diffusers, SCHEDULERS[scheduler]).from_pretrained(path / "scheduler")
-        return cls(unet=unet.eval(), scheduler=sched, adapter=PreferenceAdapter.from_pretrained(path / "adapter"))
+        adapter = PreferenceAdapter.from_pretrained(path / "adapter").to(torch_dtype)
+        return cls(unet=unet.eval(), scheduler=sched, adapter=adapter)
 
     @torch.no_grad()
     def __call__(self, reference_embeds: torch.Tensor, preference_embeds: torch.Tensor,
@@ -77,9 +80,9 @@ class RagarPipeline(DiffusionPipeline):
             raise ValueError("num_images_per_request must be >= 1")
         if output_type not in ("np", "pt"):
             raise ValueError(f"output_type must be 'np' or 'pt', not {output_type!r}")
-        device = self._execution_device
-        ref = torch.as_tensor(reference_embeds, dtype=torch.float32, device=device)
-        pref = torch.as_tensor(preference_embeds, dtype=torch.float32, device=device)
+        device, dtype = self._execution_device, self.unet.dtype
+        ref = torch.as_tensor(reference_embeds).to(device=device, dtype=dtype)
+        pref = torch.as_tensor(preference_embeds).to(device=device, dtype=dtype)
         if ref.shape != pref.shape:
             raise ValueError(f"reference {tuple(ref.shape)} and preference {tuple(pref.shape)} embeddings differ")
         n = num_images_per_request
@@ -100,7 +103,7 @@ class RagarPipeline(DiffusionPipeline):
             eps_u, eps_r, eps_rp = self.unet(x, t, encoder_hidden_states=cond).sample.chunk(3)
             eps = eps_u + reference_guidance_scale * (eps_r - eps_u) + preference_guidance_scale * (eps_rp - eps_r)
             latents = self.scheduler.step(eps, t, latents, generator=generator).prev_sample
-        images = latents.clamp(-1, 1)
+        images = latents.float().clamp(-1, 1)  # to 8 bits from float32: bfloat16 alone would band
         if output_type == "np":
             images = ((images + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         timings = {"seconds": time.perf_counter() - t0, "steps": num_inference_steps, "images": b}

@@ -17,6 +17,7 @@ encoder into the UNet and the adapter.
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 
 import torch
@@ -35,6 +36,17 @@ class RankTask:
         self.scorer.model.eval().requires_grad_(False)
         self.image_size = image_size
         self.inputs: UserInputs = scorer.user_inputs(user_ids, as_of)
+
+    def to(self, device: torch.device | str) -> RankTask:
+        """The frozen ranker, image encoder and user inputs on the generator's training device in
+        float32 (they take part in the backward pass). The image model is copied first when it must
+        move: it may be an encoder other code still uses where it is."""
+        p = next(self.image_model.parameters())
+        if p.device != torch.device(device) or p.dtype != torch.float32:
+            self.image_model = copy.deepcopy(self.image_model).to(device, torch.float32)
+        self.scorer.to(device)
+        self.inputs = self.inputs.to(device)
+        return self
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable image embedding of ``x`` in [-1, 1]: the encoder's preprocessing

@@ -17,16 +17,18 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import polars as pl
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
 
 from ragar.generation.adapter import AdapterConfig, PreferenceAdapter
-from recsys.history import build_histories, requests_at
 from recsys.preference import PreferenceConfig, RetrievalPreference
+
+if TYPE_CHECKING:  # polars is imported where the world is read: training runs on exported tensors without it
+    import polars as pl
 
 
 class GeneratorConfig(BaseModel):
@@ -110,7 +112,10 @@ def make_pairs(root: str | Path, item_ids: np.ndarray, vectors: np.ndarray, imag
     ideal palette in about 1 image in 5); style pairs make "the preference says how it looks, the
     reference says what it is" an exact target. Inference is unchanged: the preference is still
     the retrieval-weighted history."""
+    import polars as pl
+
     from ragar.encoders.base import load_rgb, to_batch
+    from recsys.history import build_histories, requests_at
 
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -153,6 +158,8 @@ def _style_preferences(items: pl.DataFrame, targets: list[str], index: dict[str,
                        pref: torch.Tensor, share: float, columns: list[str], rng: np.random.Generator
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Replace ``share`` of the preference rows by same-style items of other identities (make_pairs)."""
+    import polars as pl
+
     missing = [c for c in columns if c not in items.columns]
     if missing:
         raise ValueError(f"generator.style_columns {missing} are not columns of items.parquet "
@@ -226,7 +233,7 @@ def sample_grid(unet, adapter, pairs: GeneratorPairs, cfg: GeneratorConfig, n: i
     pipe.set_progress_bar_config(disable=True)
     n = min(n, len(pairs.targets))
     out = pipe(reference_embeds=pairs.reference[:n], preference_embeds=pairs.preference[:n], num_inference_steps=steps,
-               generator=torch.Generator().manual_seed(cfg.seed)).images
+               generator=torch.Generator(device=unet.device).manual_seed(cfg.seed)).images
     unet.train(was_training)
     top = ((pairs.targets[:n] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     grid = np.concatenate([np.concatenate(list(top), 1), np.concatenate(list(out), 1)], 0)
@@ -259,7 +266,8 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig, resume: bool = True,
-                    progress: bool = True, provenance: dict | None = None, rank_task=None) -> dict:
+                    progress: bool = True, provenance: dict | None = None, rank_task=None,
+                    device: torch.device | str | None = None) -> dict:
     """Train (or resume) into ``out``; returns a summary (final loss, steps, seconds).
 
     ``rank_task`` (a :class:`ragar.generation.rank_task.RankTask` built over ``pairs``) adds the
@@ -274,8 +282,12 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
+                                                                          else "cpu")
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # accelerate puts a single process on the current CUDA device
     acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                      cpu=not torch.cuda.is_available())
+                      cpu=device.type == "cpu")
     torch.manual_seed(cfg.seed)
     unet = build_unet(cfg).to(memory_format=torch.channels_last)  # +6% steps/s on CPU, measured
     adapter = PreferenceAdapter(AdapterConfig(pairs.reference.shape[1], cfg.cross_attention_dim, cfg.adapter_tokens))
@@ -302,6 +314,9 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     if cfg.batch_size % acc.num_processes:
         raise ValueError(f"generator.batch_size {cfg.batch_size} must divide evenly over {acc.num_processes} processes")
     unet, adapter, opt = acc.prepare(unet, adapter, opt)
+    ema.to(acc.device)  # the shadow weights live beside the weights they follow
+    if rank_task is not None:
+        rank_task.to(acc.device)
     # data parallel: every process draws the same global batch from (seed, step) and takes its own
     # slice, so N processes compute the gradient of the same batch as one (averaged by DDP)
     mine = slice(acc.process_index, None, acc.num_processes)

@@ -21,6 +21,7 @@ Saved like a Hugging Face model: ``model.safetensors`` + ``config.json``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,7 +96,8 @@ class DINRanker(PretrainedMixin, nn.Module):
         skip_sim = None if skip_pos is None else torch.gather(sim_all, 1, skip_pos.clamp_min(0))
 
         def pref(w: torch.Tensor) -> torch.Tensor:
-            dense = torch.zeros(w.shape[0], image_table.shape[0], dtype=w.dtype).scatter_add_(1, idx, w)
+            dense = torch.zeros(w.shape[0], image_table.shape[0], dtype=w.dtype, device=w.device)
+            dense.scatter_add_(1, idx, w)
             return dense @ image_table
 
         return self._head(cand, unit, sim, pref, self.hist_proj(item_table)[idx], mask, stats, skip_sim, skip_mask)
@@ -112,9 +114,9 @@ class DINRanker(PretrainedMixin, nn.Module):
             a = self.att(torch.cat([hh, ce, hh * ce, hh - ce], -1))[..., 0] + self.sim_scale * sim
             w = torch.softmax(a.masked_fill(~mask, neg), -1) * mask
         else:
-            w = mask.float()
+            w = mask.to(sim.dtype)
         w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
-        has = mask.any(-1, keepdim=True).float()
+        has = mask.any(-1, keepdim=True).to(sim.dtype)
         # cosine between the candidate and the attention-weighted history (the normalised
         # preference embedding, as the cosine baseline computes it, but with learned weights)
         sim_w = torch.where(has > 0, (unit * nn.functional.normalize(pref_of(w), dim=-1)).sum(-1, keepdim=True),
@@ -130,7 +132,7 @@ class DINRanker(PretrainedMixin, nn.Module):
         if self.config.attention == "mean":
             sim_max = torch.zeros_like(sim_max)  # the uniform variant sees the mean similarity only
         if skip_sim is None:
-            skip_feats = torch.zeros(len(has), 2)
+            skip_feats = torch.zeros(len(has), 2, dtype=has.dtype, device=has.device)
         else:
             sm = skip_mask.bool()
             any_skip = sm.any(-1, keepdim=True)
@@ -167,8 +169,10 @@ def train_din(model: DINRanker, cand: np.ndarray, hist_pos: np.ndarray, hist_mas
               labels: np.ndarray, position: np.ndarray, image_table: np.ndarray, item_table: np.ndarray,
               skip_pos: np.ndarray | None = None, skip_mask: np.ndarray | None = None,
               request_row: np.ndarray | None = None, epochs: int = 4, batch_size: int = 1024, lr: float = 3e-3,
-              seed: int = 0, progress: bool = False) -> list[float]:
+              seed: int = 0, progress: bool = False, device: torch.device | str = "cpu") -> list[float]:
     """Maximum likelihood of the position-factorised click model; returns each epoch's mean loss.
+    Trains on ``device`` (the batches are drawn on the CPU, so a seed gives the same order
+    anywhere) and leaves the model on the CPU.
 
     ``hist_*`` / ``skip_*`` are per request and ``request_row`` maps each sample to its request
     (None: one request per sample), so a slate's history is stored once, not once per impression."""
@@ -177,22 +181,26 @@ def train_din(model: DINRanker, cand: np.ndarray, hist_pos: np.ndarray, hist_mas
     # the backward of the history gathers accumulates with duplicate indices (index_put_ /
     # scatter_add); without this the float summation order follows thread scheduling and two runs
     # with the same seed drift apart
+    device = torch.device(device)
+    if device.type == "cuda":  # cuBLAS is deterministic only with a fixed workspace
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     try:
-        return _train_din(model, cand, hist_pos, hist_mask, stats, labels, position, image_table, item_table,
-                          skip_pos, skip_mask, request_row, epochs, batch_size, lr, seed, progress)
+        return _train_din(model.to(device), cand, hist_pos, hist_mask, stats, labels, position, image_table,
+                          item_table, skip_pos, skip_mask, request_row, epochs, batch_size, lr, seed, progress, device)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
+        model.cpu()
 
 
 def _train_din(model, cand, hist_pos, hist_mask, stats, labels, position, image_table, item_table, skip_pos,
-               skip_mask, request_row, epochs, batch_size, lr, seed, progress) -> list[float]:
+               skip_mask, request_row, epochs, batch_size, lr, seed, progress, device) -> list[float]:
     from tqdm.auto import tqdm
 
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    table, itable = torch.from_numpy(item_table), torch.from_numpy(image_table)
+    table, itable = torch.from_numpy(item_table).to(device), torch.from_numpy(image_table).to(device)
     per_req = _per_request(hist_pos, hist_mask, skip_pos, skip_mask)
     rr = torch.from_numpy(np.arange(len(cand)) if request_row is None else np.asarray(request_row, np.int64))
     per_sample = [torch.from_numpy(a) for a in (cand, stats, labels.astype(np.float32), position.astype(np.int64))]
@@ -206,8 +214,8 @@ def _train_din(model, cand, hist_pos, hist_mask, stats, labels, position, image_
         for lo in tqdm(range(0, n, batch_size), desc=f"din epoch {ep + 1}", disable=not progress or rank > 0):
             batch = perm[lo:lo + batch_size]
             idx = batch[rank::world]  # data parallel: this process's slice of the same global batch
-            c, st, y, ps = (t[idx] for t in per_sample)
-            hp, hm, kp, km = (t[rr[idx]] for t in per_req)
+            c, st, y, ps = (t[idx].to(device) for t in per_sample)
+            hp, hm, kp, km = (t[rr[idx]].to(device) for t in per_req)
             # summed over the slice and divided by the global batch size, so the all-reduced gradient
             # is the gradient of the global batch mean whatever the slice sizes
             if len(idx):

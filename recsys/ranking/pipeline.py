@@ -130,7 +130,8 @@ def _x(split: Split, variant: str) -> np.ndarray:
 
 
 def train_rankers(data: RankingData, items: ItemTable, epochs: int = 4, seed: int = 0,
-                  progress: bool = False) -> Rankers:
+                  progress: bool = False, device: torch.device | str = "cpu") -> Rankers:
+    """LightGBM on the CPU; the torch rankers on ``device`` (saved and returned on the CPU)."""
     tr, va = data.train, data.valid
     lgbm = {}
     for variant in ("ragar", "uniform"):
@@ -146,7 +147,7 @@ def train_rankers(data: RankingData, items: ItemTable, epochs: int = 4, seed: in
         losses[variant] = train_din(model, tr.cand_image(items), d.pop("hist_pos"), d.pop("hist_mask"),
                                     din_stats(tr.features), tr.samples["click"].to_numpy(),
                                     tr.samples["position"].to_numpy(), items.image, items.combined, **d,
-                                    epochs=epochs, seed=seed, progress=progress)
+                                    epochs=epochs, seed=seed, progress=progress, device=device)
         din[variant] = model
     return Rankers(lgbm, din, losses)
 

@@ -40,7 +40,13 @@ class UserInputs:
     skip_mask: torch.Tensor
 
     def take(self, rows: torch.Tensor) -> UserInputs:
-        return UserInputs(*(getattr(self, f)[rows] for f in ("hist_pos", "mask", "stats", "skip_pos", "skip_mask")))
+        return UserInputs(*(getattr(self, f)[rows.to(self.mask.device)]
+                            for f in ("hist_pos", "mask", "stats", "skip_pos", "skip_mask")))
+
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> UserInputs:
+        """On ``device``; the float features in ``dtype`` (positions and masks keep theirs)."""
+        return UserInputs(self.hist_pos.to(device), self.mask.to(device), self.stats.to(device, dtype),
+                          self.skip_pos.to(device), self.skip_mask.to(device))
 
 
 class PreferenceScorer:
@@ -54,6 +60,15 @@ class PreferenceScorer:
         self._end = self.interactions["timestamp"].max()
         self._image = torch.from_numpy(items.image)
         self._combined = torch.from_numpy(items.combined)
+        self.device, self.dtype = torch.device("cpu"), torch.float32
+
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> PreferenceScorer:
+        """The ranker and the catalog tables it reads on ``device`` in ``dtype``; inputs follow."""
+        self.device, self.dtype = torch.device(device), dtype
+        self.model.to(device=self.device, dtype=dtype)
+        self._image = self._image.to(self.device, dtype)
+        self._combined = self._combined.to(self.device, dtype)
+        return self
 
     def _user_stats(self, reqs: pl.DataFrame, hist_len: np.ndarray) -> np.ndarray:
         """Per request: log history length, log past positives, smoothed past CTR (before as_of)."""
@@ -78,11 +93,14 @@ class PreferenceScorer:
         skip = build_histories(self.skips, reqs, pos, self.max_len, events=("skip",))
         stats = self._user_stats(reqs, hist.mask.sum(1))
         t = torch.from_numpy
-        return UserInputs(t(hist.positions), t(hist.mask), t(stats), t(skip.positions), t(skip.mask))
+        inputs = UserInputs(t(hist.positions), t(hist.mask), t(stats), t(skip.positions), t(skip.mask))
+        return inputs if self.device.type == "cpu" and self.dtype == torch.float32 else inputs.to(self.device,
+                                                                                                  self.dtype)
 
     def logits(self, inputs: UserInputs, cand: torch.Tensor) -> torch.Tensor:
         """(U, C) logits for ``cand`` (U, C, D) image embeddings; differentiable in ``cand``."""
         u, c = cand.shape[:2]
+        cand = cand.to(self.device, self.dtype)
         rep = lambda a: a.repeat_interleave(c, 0)  # noqa: E731 - one row per (user, candidate)
         return self.model.forward_positions(
             cand.reshape(u * c, -1), rep(inputs.hist_pos), rep(inputs.mask), self._image, self._combined,
@@ -106,4 +124,4 @@ class PreferenceScorer:
             logits = self.logits(inputs, torch.from_numpy(np.ascontiguousarray(cand)))
             prob = self.model.click_probability(logits)
         lens = inputs.mask.sum(1).tolist()
-        return ScoreResult(prob.numpy(), logits.numpy(), [n == 0 for n in lens], lens)
+        return ScoreResult(prob.float().cpu().numpy(), logits.float().cpu().numpy(), [n == 0 for n in lens], lens)

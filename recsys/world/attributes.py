@@ -89,7 +89,7 @@ class AttributeReader(PretrainedMixin, nn.Module):
         outs: dict[str, list] = {k: [] for k in ["category", *STYLE_HEADS, "parts"]}
         probs: dict[str, list] = {k: [] for k in STYLE_HEADS}
         for i in range(0, len(images), batch_size):
-            x = _resize(images[i:i + batch_size].float(), self.config.image_size)
+            x = _resize(images[i:i + batch_size].to(self.device, self.dtype), self.config.image_size)
             o = self(x)
             cat = o["category"].argmax(1)
             outs["category"].append(cat)
@@ -97,12 +97,12 @@ class AttributeReader(PretrainedMixin, nn.Module):
                 outs[k].append(o[k].argmax(1))
                 probs[k].append(o[k].softmax(1))
             outs["parts"].append(self._read_parts(o["parts"], cat))
-        res = {k: torch.cat(v).numpy() for k, v in outs.items()}
-        res.update({f"{k}_prob": torch.cat(v).numpy() for k, v in probs.items()})
+        res = {k: torch.cat(v).cpu().numpy() for k, v in outs.items()}
+        res.update({f"{k}_prob": torch.cat(v).float().cpu().numpy() for k, v in probs.items()})
         return res
 
     def _read_parts(self, logits: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
-        out = torch.full((len(category), max_parts()), -1, dtype=torch.long)
+        out = torch.full((len(category), max_parts()), -1, dtype=torch.long, device=logits.device)
         for ci, c in enumerate(self.config.categories):
             rows = category == ci
             for j, (_, _, start, k) in enumerate(s for s in self.slots if s[0] == c):
@@ -160,8 +160,8 @@ def load_renders(root: str | Path, image_size: int, categories: list[str]) -> Re
 
 
 def train_attribute_reader(root: str | Path, image_size: int = 32, epochs: int = 8, batch_size: int = 128,
-                           holdout: float = 0.2, seed: int = 0, progress: bool = True
-                           ) -> tuple[AttributeReader, dict[str, float]]:
+                           holdout: float = 0.2, seed: int = 0, progress: bool = True,
+                           device: torch.device | str = "cpu") -> tuple[AttributeReader, dict[str, float]]:
     """Train on the renders of (1 - holdout) of the identities; accuracy on the others' renders."""
     from tqdm.auto import tqdm
 
@@ -175,7 +175,7 @@ def train_attribute_reader(root: str | Path, image_size: int = 32, epochs: int =
     held = set(rng.choice(idents, max(1, int(len(idents) * holdout)), replace=False).tolist())
     test = torch.as_tensor([i in held for i in data.identity])
     tr = torch.nonzero(~test).squeeze(1)
-    model = AttributeReader(AttributeReaderConfig(image_size=image_size, categories=tuple(cats)))
+    model = AttributeReader(AttributeReaderConfig(image_size=image_size, categories=tuple(cats))).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
     steps = epochs * max(1, len(tr) // batch_size)
@@ -187,15 +187,16 @@ def train_attribute_reader(root: str | Path, image_size: int = 32, epochs: int =
         # light augmentation: brightness jitter and horizontal flips (neither changes an attribute)
         x = torch.where(torch.rand(len(b), 1, 1, 1, generator=g) < 0.5, x.flip(-1), x)
         x = (x + 0.1 * (torch.rand(len(b), 1, 1, 1, generator=g) - 0.5)).clamp(-1, 1)
-        o = model(x)
-        loss = (nn.functional.cross_entropy(o["category"], data.category[b])
-                + sum(nn.functional.cross_entropy(o[k], getattr(data, k)[b]) for k in STYLE_HEADS)
-                + model.part_loss(o["parts"], data.category[b], data.parts[b]))
+        o = model(x.to(device))
+        cat = data.category[b].to(device)
+        loss = (nn.functional.cross_entropy(o["category"], cat)
+                + sum(nn.functional.cross_entropy(o[k], getattr(data, k)[b].to(device)) for k in STYLE_HEADS)
+                + model.part_loss(o["parts"], cat, data.parts[b].to(device)))
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
-    model.eval()
+    model.cpu().eval()
     te = torch.nonzero(test).squeeze(1)
     read = model.read(data.images[te])
     acc = {k: float((read[k] == getattr(data, k)[te].numpy()).mean()) for k in ["category", *STYLE_HEADS]}
