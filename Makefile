@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # so nothing pulls a CUDA build. torchvision must never be installed (it breaks transformers).
 TORCH := torch==2.13.0
 
-.PHONY: install demo test test-slow test-all bench lint format clean
+.PHONY: install demo test test-slow test-all bench device-inputs lint format clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ test-all: install
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+# inputs and wheels for scripts/device-check.sh on a GPU machine (after `make demo`; docs/SCALING.md)
+device-inputs: install
+	PYTHON=$(BIN)/python scripts/device-check.sh prepare
 
 lint: install
 	$(BIN)/ruff check .

@@ -139,6 +139,13 @@ def test_every_model_lands_on_the_device(tiny_models, tiny_config, tiny_personal
     left = [name for name, t in found if t.device.type != "meta" and ".scheduler." not in name]
     assert not left, left[:10]
     assert next(p.identity_encoder.backbone.model.parameters()).device.type == "meta"
+    # their forward passes stay there too (meta raises on a tensor made on the CPU inside them)
+    img = np.zeros((32, 32, 3), np.uint8)
+    assert p.identity_encoder._embed([img]).device.type == "meta"
+    assert p.image_encoder._embed([img]).device.type == "meta"
+    users = sorted(p.known_users)[:2]
+    logits = p.scorer.logits(p.scorer.user_inputs(users), torch.zeros(2, 3, p.image_encoder.dim))
+    assert logits.device.type == "meta" and logits.shape == (2, 3)
     # and the walk does see the models where they are: loaded for the CPU, every tensor is there
     cpu = list(_tensors(_load(tiny_models, tiny_config, CPU), "personalizer"))
     assert len(cpu) == len(found) and {t.device.type for _, t in cpu} == {"cpu"}
