@@ -68,6 +68,11 @@ def test_seeded_generators_live_on_the_device():
     ["train", "attribute-reader", "-d", "{data}", "-o", "{tmp}/a", "--device", "cuda"],
     ["train", "identity-encoder", "-d", "{data}", "-o", "{tmp}/n", "--device", "cuda"],
     ["serve", "-d", "{data}", "--demo", "--device", "cuda"],
+    ["train", "encoder", "-d", "{data}", "-o", "{tmp}/e", "--device", "cuda"],
+    ["embed", "-d", "{data}", "--device", "cuda"],
+    ["eval", "generation", "-d", "{data}", "-o", "{tmp}/gen", "--device", "cuda"],
+    ["personalize-encoder", "--images", "{data}/items.parquet", "-o", "{tmp}/p", "--device", "cuda"],
+    ["demo", "--out", "{tmp}/demo", "--config", "tiny", "--device", "cuda"],
 ])
 def test_cuda_on_a_machine_without_it_exits_2(argv, tiny_world, tmp_path):
     argv = [a.format(data=tiny_world, tmp=tmp_path) for a in argv]
