@@ -34,7 +34,7 @@ def _generator_dir(tmp: Path) -> Path:
     cfg = GeneratorConfig()
     torch.manual_seed(0)
     pipe = RagarPipeline(build_unet(cfg), DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps),
-                         PreferenceAdapter(AdapterConfig(1664, cfg.cross_attention_dim, cfg.adapter_tokens)))
+                         PreferenceAdapter.from_sizes(AdapterConfig(1664, cfg.cross_attention_dim, cfg.adapter_tokens)))
     return pipe.save_pretrained(tmp / "generator")
 
 

@@ -19,7 +19,7 @@ from ragar.generation.train import GeneratorConfig, build_unet
 def time_steps(cfg: GeneratorConfig, channels_last: bool, steps: int = 6, warmup: int = 2, dim: int = 1664) -> float:
     torch.manual_seed(0)
     unet = build_unet(cfg)
-    adapter = PreferenceAdapter(AdapterConfig(dim, cfg.cross_attention_dim, cfg.adapter_tokens))
+    adapter = PreferenceAdapter.from_sizes(AdapterConfig(dim, cfg.cross_attention_dim, cfg.adapter_tokens))
     if channels_last:
         unet = unet.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW([*unet.parameters(), *adapter.parameters()], lr=1e-4)

@@ -37,14 +37,15 @@ class RagarPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, adapter=adapter)
 
-    def save_pretrained(self, path: str | Path, half: bool = False) -> Path:
-        """``unet/``, ``adapter/``, ``scheduler/`` under ``path`` (fp16 weights with ``half``, half
-        the bytes to ship: they load back as fp32)."""
+    def save_pretrained(self, path: str | Path, half: bool = False, **kwargs) -> Path:
+        """diffusers' own layout: ``model_index.json`` and ``unet/``, ``adapter/``, ``scheduler/``
+        (float16 weights with ``half``: half the bytes to ship; they load back in the dtype asked
+        for). ``DiffusionPipeline.from_pretrained`` opens the result as well as :meth:`from_pretrained`."""
         path = Path(path)
-        unet = copy.deepcopy(self.unet).half() if half else self.unet
-        unet.save_pretrained(path / "unet")
-        (copy.deepcopy(self.adapter).half() if half else self.adapter).save_pretrained(path / "adapter")
-        self.scheduler.save_pretrained(path / "scheduler")
+        pipe = self
+        if half:
+            pipe = RagarPipeline(copy.deepcopy(self.unet).half(), self.scheduler, copy.deepcopy(self.adapter).half())
+        DiffusionPipeline.save_pretrained(pipe, path, safe_serialization=True, **kwargs)
         return path
 
     @classmethod
@@ -52,9 +53,10 @@ class RagarPipeline(DiffusionPipeline):
                         ) -> RagarPipeline:
         """Load what :meth:`save_pretrained` (or ``ragar train generator``) wrote; ``scheduler``
         picks the sampler (``ddim``, ``ddpm``, ``euler``, ``dpm``) over the trained noise schedule;
-        ``torch_dtype`` the precision the weights are loaded in (then ``.to(device)``)."""
+        ``torch_dtype`` the precision the weights are loaded in (then ``.to(device)``). A directory
+        written before the pipeline kept a ``model_index.json`` still loads."""
         import diffusers
-        from diffusers import UNet2DConditionModel
+        from diffusers import DDPMScheduler, UNet2DConditionModel
 
         from ragar.generation.adapter import PreferenceAdapter
 
@@ -64,10 +66,16 @@ class RagarPipeline(DiffusionPipeline):
             raise FileNotFoundError(f"{path} is not a RAGAR generator: missing {missing}")
         if scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {scheduler!r}; choose from {sorted(SCHEDULERS)}")
-        unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=torch_dtype)
-        sched = getattr(diffusers, SCHEDULERS[scheduler]).from_pretrained(path / "scheduler")
-        adapter = PreferenceAdapter.from_pretrained(path / "adapter").to(torch_dtype)
-        return cls(unet=unet.eval(), scheduler=sched, adapter=adapter)
+        if (path / "model_index.json").exists():
+            pipe = super().from_pretrained(path, dtype=torch_dtype, local_files_only=True)
+        else:
+            pipe = cls(unet=UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=torch_dtype),
+                       scheduler=DDPMScheduler.from_pretrained(path / "scheduler"),
+                       adapter=PreferenceAdapter.from_pretrained(path / "adapter", torch_dtype=torch_dtype))
+        pipe.register_modules(scheduler=getattr(diffusers, SCHEDULERS[scheduler]).from_config(pipe.scheduler.config))
+        pipe.unet.eval()
+        pipe.adapter.eval()
+        return pipe
 
     @torch.no_grad()
     def __call__(self, reference_embeds: torch.Tensor, preference_embeds: torch.Tensor,

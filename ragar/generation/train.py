@@ -275,42 +275,20 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     rank task and its ablation (the same fine-tuning without it) start from the same weights."""
     if cfg.rank_task and rank_task is None:
         raise ValueError("generator.rank_task is on but no rank task (ranker) was given")
-    from accelerate import Accelerator
-    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
-                                                                          else "cpu")
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)  # accelerate puts a single process on the current CUDA device
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                      cpu=device.type == "cpu")
-    torch.manual_seed(cfg.seed)
-    unet = build_unet(cfg).to(memory_format=torch.channels_last)  # +6% steps/s on CPU, measured
-    adapter = PreferenceAdapter(AdapterConfig(pairs.reference.shape[1], cfg.cross_attention_dim, cfg.adapter_tokens))
-    if cfg.init_from:
-        init = Path(cfg.init_from)
-        unet.load_state_dict(UNet2DConditionModel.from_pretrained(init / "unet", torch_dtype=torch.float32)
-                             .state_dict())
-        adapter.load_state_dict(PreferenceAdapter.from_pretrained(init / "adapter").state_dict())
+    acc = _accelerator(cfg, device)
+    unet, adapter = _initial_models(pairs, cfg)
     params = [*unet.parameters(), *adapter.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=1e-4)
     ema = EMAModel(params, decay=cfg.ema_decay)
     scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps)
-    start, losses, rank_log = 0, [], []
     ck = latest_checkpoint(out) if resume else None
-    if ck is not None:
-        unet.load_state_dict(UNet2DConditionModel.from_pretrained(ck / "unet").state_dict())
-        adapter.load_state_dict(PreferenceAdapter.from_pretrained(ck / "adapter").state_dict())
-        _load_optimizer(opt, ck)
-        shadow = load_file(str(ck / "ema.safetensors"))
-        ema.shadow_params = [shadow[f"ema.{i}"] for i in range(len(shadow))]
-        state = json.loads((ck / "state.json").read_text())
-        start, losses, rank_log = state["step"], state["losses"], state.get("rank", [])
-        ema.optimization_step = state["ema_optimization_step"]
+    start, losses, rank_log = _resume(ck, unet, adapter, opt, ema) if ck is not None else (0, [], [])
     if cfg.batch_size % acc.num_processes:
         raise ValueError(f"generator.batch_size {cfg.batch_size} must divide evenly over {acc.num_processes} processes")
     unet, adapter, opt = acc.prepare(unet, adapter, opt)
@@ -320,19 +298,11 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     # data parallel: every process draws the same global batch from (seed, step) and takes its own
     # slice, so N processes compute the gradient of the same batch as one (averaged by DDP)
     mine = slice(acc.process_index, None, acc.num_processes)
-    n = len(pairs.targets)
     t0 = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), desc="train generator", disable=not (progress and acc.is_main_process),
                initial=start, total=cfg.steps)
     for step in bar:
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # batch depends on (seed, step) only
-        idx = torch.randint(n, (cfg.batch_size,), generator=g)
-        noise = torch.randn((len(idx), *pairs.targets.shape[1:]), generator=g)
-        t = torch.randint(cfg.num_train_timesteps, (len(idx),), generator=g)
-        drop_r = torch.rand(len(idx), generator=g) < cfg.drop_reference
-        drop_p = torch.rand(len(idx), generator=g) < cfg.drop_preference
-        # the whole batch's random draws, then only this process's rows are gathered
-        idx, noise, t, drop_r, drop_p = (a[mine] for a in (idx, noise, t, drop_r, drop_p))
+        g, idx, noise, t, drop_r, drop_p = _draw(cfg, pairs, step, mine)
         x0, ref, pref = pairs.targets[idx], pairs.reference[idx], pairs.preference[idx]
         with acc.accumulate(unet):
             xt = scheduler.add_noise(x0, noise, t).contiguous(memory_format=torch.channels_last)
@@ -366,18 +336,77 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
         return {"steps": cfg.steps, "process": acc.process_index}
     # the released weights are the EMA weights
     ema.copy_to(params)
-    acc.unwrap_model(unet).save_pretrained(out / "unet")
-    acc.unwrap_model(adapter).save_pretrained(out / "adapter")
-    scheduler.save_pretrained(out / "scheduler")
-    summary = {"steps": cfg.steps, "resumed_from": start,
-               "final_loss": float(np.mean(losses[-20:])) if losses else None,
-               "first_loss": float(np.mean(losses[:20])) if losses else None,
-               "seconds_this_run": time.perf_counter() - t0, "pairs": n, "config": cfg.model_dump(),
-               "style_pairs": int(pairs.style_pair.sum()) if pairs.style_pair is not None else 0,
-               "torch_threads": torch.get_num_threads(), "device": str(acc.device), "processes": acc.num_processes,
-               "rank_loss_final": float(np.mean([r[0] for r in rank_log[-50:]])) if rank_log else None,
-               "rank_win_rate_final": float(np.mean([r[1] for r in rank_log[-50:]])) if rank_log else None,
-               "rank_win_rate_first": float(np.mean([r[1] for r in rank_log[:50]])) if rank_log else None,
-               **(provenance or {})}
+    from ragar.generation.pipeline import RagarPipeline
+
+    RagarPipeline(acc.unwrap_model(unet), scheduler, acc.unwrap_model(adapter)).save_pretrained(out)
+    summary = _summary(cfg, pairs, start, losses, rank_log, time.perf_counter() - t0, acc, provenance)
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _accelerator(cfg: GeneratorConfig, device: torch.device | str | None):
+    from accelerate import Accelerator
+
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
+                                                                          else "cpu")
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # accelerate puts a single process on the current CUDA device
+    return Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                       cpu=device.type == "cpu")
+
+
+def _draw(cfg: GeneratorConfig, pairs: GeneratorPairs, step: int, mine: slice):
+    """Step ``step``'s random draws, from (seed, step) alone: the whole global batch is drawn, then
+    this process's rows are kept (so N processes compute the gradient of the same batch as one).
+    Returns the generator (the rank task draws on after it) and the rows, noise, timesteps, drops."""
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    idx = torch.randint(len(pairs.targets), (cfg.batch_size,), generator=g)
+    noise = torch.randn((len(idx), *pairs.targets.shape[1:]), generator=g)
+    t = torch.randint(cfg.num_train_timesteps, (len(idx),), generator=g)
+    drop_r = torch.rand(len(idx), generator=g) < cfg.drop_reference
+    drop_p = torch.rand(len(idx), generator=g) < cfg.drop_preference
+    return (g, *(a[mine] for a in (idx, noise, t, drop_r, drop_p)))
+
+
+def _initial_models(pairs: GeneratorPairs, cfg: GeneratorConfig):
+    """A new UNet and adapter, or ``cfg.init_from``'s weights (fine-tuning)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(cfg.seed)
+    unet = build_unet(cfg).to(memory_format=torch.channels_last)  # +6% steps/s on CPU, measured
+    adapter = PreferenceAdapter.from_sizes(AdapterConfig(pairs.reference.shape[1], cfg.cross_attention_dim,
+                                                          cfg.adapter_tokens))
+    if cfg.init_from:
+        init = Path(cfg.init_from)
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(init / "unet", torch_dtype=torch.float32)
+                             .state_dict())
+        adapter.load_state_dict(PreferenceAdapter.from_pretrained(init / "adapter").state_dict())
+    return unet, adapter
+
+
+def _resume(ck: Path, unet, adapter, opt, ema) -> tuple[int, list, list]:
+    """Load checkpoint ``ck`` into the models, optimizer and EMA; (step, losses, rank log) so far."""
+    from diffusers import UNet2DConditionModel
+
+    unet.load_state_dict(UNet2DConditionModel.from_pretrained(ck / "unet").state_dict())
+    adapter.load_state_dict(PreferenceAdapter.from_pretrained(ck / "adapter").state_dict())
+    _load_optimizer(opt, ck)
+    shadow = load_file(str(ck / "ema.safetensors"))
+    ema.shadow_params = [shadow[f"ema.{i}"] for i in range(len(shadow))]
+    state = json.loads((ck / "state.json").read_text())
+    ema.optimization_step = state["ema_optimization_step"]
+    return state["step"], state["losses"], state.get("rank", [])
+
+
+def _summary(cfg: GeneratorConfig, pairs: GeneratorPairs, start: int, losses: list, rank_log: list, seconds: float,
+             acc, provenance: dict | None) -> dict:
+    return {"steps": cfg.steps, "resumed_from": start,
+            "final_loss": float(np.mean(losses[-20:])) if losses else None,
+            "first_loss": float(np.mean(losses[:20])) if losses else None,
+            "seconds_this_run": seconds, "pairs": len(pairs.targets), "config": cfg.model_dump(),
+            "style_pairs": int(pairs.style_pair.sum()) if pairs.style_pair is not None else 0,
+            "torch_threads": torch.get_num_threads(), "device": str(acc.device), "processes": acc.num_processes,
+            "rank_loss_final": float(np.mean([r[0] for r in rank_log[-50:]])) if rank_log else None,
+            "rank_win_rate_final": float(np.mean([r[1] for r in rank_log[-50:]])) if rank_log else None,
+            "rank_win_rate_first": float(np.mean([r[1] for r in rank_log[:50]])) if rank_log else None,
+            **(provenance or {})}

@@ -17,7 +17,7 @@ def _pipe(scheduler=None):
                                 block_out_channels=(16, 32), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=C,
                                 attention_head_dim=8, norm_num_groups=8)
-    adapter = PreferenceAdapter(AdapterConfig(embed_dim=D, cross_attention_dim=C, tokens=2))
+    adapter = PreferenceAdapter.from_sizes(AdapterConfig(embed_dim=D, cross_attention_dim=C, tokens=2))
     pipe = RagarPipeline(unet=unet, scheduler=scheduler or DDIMScheduler(num_train_timesteps=100), adapter=adapter)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -64,7 +64,7 @@ def test_guidance_scales_change_the_output():
 
 
 def test_adapter_dropout_and_roundtrip(tmp_path):
-    a = PreferenceAdapter(AdapterConfig(embed_dim=D, cross_attention_dim=C, tokens=2))
+    a = PreferenceAdapter.from_sizes(AdapterConfig(embed_dim=D, cross_attention_dim=C, tokens=2))
     r, p = _emb(3)
     drop = torch.tensor([True, False, True])
     out = a(r, p, drop_reference=drop, drop_preference=~drop)
@@ -95,7 +95,7 @@ def test_half_precision_save_loads_back_as_fp32(tmp_path):
     cfg = GeneratorConfig(image_size=16, block_out_channels=[16, 32], cross_attention_blocks=[True, False],
                           cross_attention_dim=32, adapter_tokens=2)
     torch.manual_seed(0)
-    pipe = RagarPipeline(build_unet(cfg), DDIMScheduler(), PreferenceAdapter(AdapterConfig(8, 32, 2)))
+    pipe = RagarPipeline(build_unet(cfg), DDIMScheduler(), PreferenceAdapter.from_sizes(AdapterConfig(8, 32, 2)))
     pipe.save_pretrained(tmp_path, half=True)
     back = RagarPipeline.from_pretrained(tmp_path, scheduler="euler")
     assert back.unet.dtype == torch.float32 and back.adapter.dtype == torch.float32
@@ -106,3 +106,31 @@ def test_half_precision_save_loads_back_as_fp32(tmp_path):
         RagarPipeline.from_pretrained(tmp_path, scheduler="magic")
     with pytest.raises(FileNotFoundError, match="not a RAGAR generator"):
         RagarPipeline.from_pretrained(tmp_path / "unet")
+
+
+def test_saved_through_diffusers_machinery_and_legacy_dirs_still_load(tmp_path):
+    """save_pretrained writes diffusers' model_index.json; a directory written before it existed
+    (adapter as config.json with "type" + model.safetensors, no model_index.json) loads the same."""
+    import json
+
+    from safetensors.torch import save_file
+
+    pipe = _pipe()
+    pipe.save_pretrained(tmp_path / "new")
+    index = json.loads((tmp_path / "new" / "model_index.json").read_text())
+    assert index["_class_name"] == "RagarPipeline"
+    assert index["adapter"] == ["ragar.generation.adapter", "PreferenceAdapter"]
+    r, p = _emb(2)
+
+    def run(q):
+        return q(reference_embeds=r, preference_embeds=p, num_inference_steps=2, output_type="pt",
+                 generator=torch.Generator().manual_seed(3)).images
+
+    torch.testing.assert_close(run(RagarPipeline.from_pretrained(tmp_path / "new")), run(pipe), rtol=0, atol=0)
+    legacy = tmp_path / "legacy"
+    pipe.unet.save_pretrained(legacy / "unet")
+    pipe.scheduler.save_pretrained(legacy / "scheduler")
+    (legacy / "adapter").mkdir()
+    save_file(dict(pipe.adapter.state_dict()), str(legacy / "adapter" / "model.safetensors"))
+    (legacy / "adapter" / "config.json").write_text(json.dumps({"type": "preference-adapter", **pipe.adapter.config}))
+    torch.testing.assert_close(run(RagarPipeline.from_pretrained(legacy)), run(pipe), rtol=0, atol=0)
