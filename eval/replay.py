@@ -36,7 +36,7 @@ from recsys.data.schema import POSITIVE_EVENTS
 from recsys.data.splits import global_time_split
 from recsys.history import build_histories, requests_at
 from recsys.index import ItemIndex
-from recsys.ranking.metrics import paired_bootstrap_ci
+from recsys.ranking.metrics import hit_and_ndcg, paired_bootstrap_ci
 
 
 def replay_requests(root: str | Path, n: int, cut: float = 0.8, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -77,13 +77,6 @@ def identity_gallery(world, encoder, progress: bool = True) -> IdentityGallery:
     v = world.views
     emb = encoder.encode([str(world.root / p) for p in v["image"]], progress=progress)
     return IdentityGallery(emb, v["identity_id"].to_list(), v["category"].to_list())
-
-
-def _ndcg_hr(ranked: np.ndarray, relevant: set[str], k: int) -> tuple[float, float]:
-    hits = np.asarray([i in relevant for i in ranked[:k]], dtype=float)
-    dcg = (hits / np.log2(np.arange(2, len(hits) + 2))).sum()
-    ideal = (1 / np.log2(np.arange(2, min(len(relevant), k) + 2))).sum()
-    return float(hits.any()), float(dcg / ideal) if ideal > 0 else 0.0
 
 
 class Replay:
@@ -130,7 +123,7 @@ class Replay:
         if self.clpips_encoder is not None:
             out["clpips"] = pair_layer_distances(self.clpips_encoder, list(imgs), list(ref_imgs)).sum(1).numpy()
         found = self.index.search(emb, self.k).ids
-        hr, nd = zip(*[_ndcg_hr(found[j], self.held.get(u, set()), self.k) for j, u in enumerate(rows["user_id"])],
+        hr, nd = zip(*[hit_and_ndcg(found[j], self.held.get(u, set()), self.k) for j, u in enumerate(rows["user_id"])],
                      strict=True)
         out[f"hr@{self.k}"], out[f"ndcg@{self.k}"] = np.asarray(hr), np.asarray(nd)
         if self.gallery is not None:
@@ -196,3 +189,14 @@ def summarize(scores: pl.DataFrame, baselines: tuple[str, ...] = ("uniform", "re
                         d, lo, hi = paired_bootstrap_ci(a[ok], c[ok], seed=seed)
                         diffs.append({"method": m, "versus": b, "metric": k, "diff": d, "ci": [lo, hi]})
     return {"requests": int(scores["request_idx"].n_unique()), "metrics": metrics, "rows": rows, "differences": diffs}
+
+
+def tradeoff_curve(rp, scales: list[float], seed: int, n_requests: int = 48) -> list[dict]:
+    """RAGAR at several preference guidance scales on the first requests: consistency vs preference."""
+    rows = rp.requests[:n_requests]
+    out = []
+    for s in tqdm(scales, desc="trade-off sweep"):
+        df = rp.score_chunk(rows, "ragar", 1, seed, preference_guidance_scale=s)
+        out.append({"preference_guidance_scale": s, **{c: float(np.nanmean(df[c].to_numpy())) for c in df.columns
+                                                     if c not in ("request_idx", "method")}})
+    return out

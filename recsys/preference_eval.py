@@ -22,6 +22,7 @@ from recsys.data.splits import leave_last_out
 from recsys.history import build_histories, requests_at
 from recsys.index import ItemIndex
 from recsys.preference import PreferenceConfig, RetrievalPreference
+from recsys.ranking.metrics import hit_and_ndcg
 from recsys.world.oracle import World, user_index
 
 
@@ -108,9 +109,7 @@ def evaluate_preference(world: World, ids: np.ndarray, vectors: np.ndarray, meth
         for i in range(len(p)):
             seen = set(h.positions[i][h.mask[i]].tolist())
             ranked = [x for x in found[i] if x >= 0 and x not in seen][:k]
-            if target_pos[i] in ranked:
-                r = ranked.index(target_pos[i])
-                hit[i], ndcg[i] = 1.0, 1.0 / np.log2(r + 2)
+            hit[i], ndcg[i] = hit_and_ndcg(ranked, {target_pos[i]}, k)
         per_pair[method] = {"ideal_cos": cos, f"hr@{k}": hit, f"ndcg@{k}": ndcg}
         rows.append({
             "method": method, "pairs": len(p), "ideal_cos": float(cos.mean()), "ideal_cos_ci95": _ci(cos),

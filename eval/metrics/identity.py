@@ -193,3 +193,26 @@ class IdentityGallery:
             cats = np.asarray([str(c) for c in query_categories])
             out["per_category"] = {c: summary(cats == c) for c in sorted(set(cats.tolist()))}
         return out
+
+
+def ssr_rows(head, tokens: list[torch.Tensor], levels: tuple[str, ...], triplets: dict[str, np.ndarray]) -> list[dict]:
+    """Sample Success Rate of the backbone alone (pooled head features, pooled every level) and of
+    NearID (backbone + ``head``) on ``triplets``, overall and per changed part."""
+    from ragar.encoders.nearid import embed_tokens
+
+    unit = torch.nn.functional.normalize
+    spaces = {}
+    if "head" in levels:
+        spaces["backbone (pooled features)"] = tokens[levels.index("head")].float().mean(1)
+    spaces["backbone (pooled, every level)"] = torch.cat([unit(x.float().mean(1), dim=-1) for x in tokens], 1)
+    spaces["NearID (backbone + head)"] = embed_tokens(head, tokens)
+    trip = triplets
+    rows = []
+    for name, emb in spaces.items():
+        a, p, d = emb[trip["anchor"]], emb[trip["positive"]], emb[trip["distractor"]][:, None]
+        row = {"encoder": name, "ssr": float(sample_success_rate(a, p, d))}
+        for part in sorted(set(trip["part"].tolist())):
+            m = torch.from_numpy(trip["part"] == part)
+            row[f"ssr[{part}]"] = float(sample_success_rate(a[m], p[m], d[m]))
+        rows.append(row)
+    return rows

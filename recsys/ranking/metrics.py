@@ -58,6 +58,16 @@ def hit_rate_at_k(scores: np.ndarray, labels: np.ndarray, group: np.ndarray, k: 
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def hit_and_ndcg(ranked, relevant, k: int) -> tuple[float, float]:
+    """HR@k and NDCG@k of one ranked list against a set of relevant ids (binary relevance; the
+    ideal DCG puts min(|relevant|, k) hits first). The one definition the replay and the
+    preference evaluation both use, so their ``hr@k`` / ``ndcg@k`` mean the same thing."""
+    hits = np.asarray([i in relevant for i in list(ranked)[:k]], dtype=float)
+    dcg = (hits / np.log2(np.arange(2, len(hits) + 2))).sum()
+    ideal = (1 / np.log2(np.arange(2, min(len(relevant), k) + 2))).sum()
+    return float(hits.any()), float(dcg / ideal) if ideal > 0 else 0.0
+
+
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     labels = np.asarray(labels) > 0
     if labels.all() or not labels.any():

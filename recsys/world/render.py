@@ -134,104 +134,138 @@ def _shapes(ident: Identity, x, y):
     """Return [(sdf, role)] back to front. role: 'primary' (palette + pattern), 'secondary', 'dark'."""
     w = 0.75 + 0.35 * ident.width   # proportions scale the main body
     h = 0.75 + 0.35 * ident.height
-    c = ident.category
-    p = dict(ident.parts)
+    draw = _FAMILIES.get(ident.category)
+    if draw is None:  # pragma: no cover - guarded by the config validator
+        raise ValueError(f"unknown category {ident.category!r}")
+    return draw(dict(ident.parts), x, y, w, h)
+
+
+def _mug(p: dict, x, y, w: float, h: float) -> list:
     out = []
-    if c == "mug":
-        if p["handle"] == 1:
-            out.append((_ring(x, y, 0.42 * w, 0.05, 0.2, 0.25 * h, 0.05), "primary"))
-        elif p["handle"] == 2:
-            square = np.maximum(_box(x, y, 0.45 * w, 0.05, 0.17, 0.24 * h),
-                                -_box(x, y, 0.45 * w, 0.05, 0.09, 0.14 * h))
-            out.append((square, "primary"))
-        out.append((_box(x, y, 0, 0.08, 0.38 * w, 0.45 * h, 0.06), "primary"))
-        if p["lid"] == 1:
-            out.append((_box(x, y, 0, 0.08 - 0.47 * h, 0.42 * w, 0.06, 0.03), "secondary"))
-    elif c == "lamp":
-        base_y = 0.72
-        if p["base"] == 0:
-            out.append((_ellipse(x, y, 0, base_y, 0.34 * w, 0.08), "dark"))
-        else:
-            out.append((_box(x, y, 0, base_y, 0.3 * w, 0.07, 0.01), "dark"))
-        out.append((_box(x, y, 0, 0.3, 0.04, 0.4 * h), "dark"))
-        top, bot = -0.62 * h, -0.05
-        if p["shade"] == 0:
-            out.append((_poly(x, y, [(-0.22 * w, top), (0.22 * w, top), (0.5 * w, bot), (-0.5 * w, bot)]),
-                        "primary"))
-        elif p["shade"] == 1:
-            out.append((np.maximum(_ellipse(x, y, 0, bot, 0.48 * w, 0.6 * h), y - bot), "primary"))
-        else:
-            out.append((_box(x, y, 0, (top + bot) / 2, 0.36 * w, (bot - top) / 2, 0.02), "primary"))
-    elif c == "bottle":
-        neck_h = 0.28 if p["neck"] == 0 else 0.42
-        body_top = -0.15 * h
-        out.append((_box(x, y, 0, body_top + 0.4 * h + 0.1, 0.3 * w, 0.4 * h + 0.1, 0.1), "primary"))
-        out.append((_box(x, y, 0, body_top - neck_h / 2, 0.1, neck_h / 2 + 0.05), "primary"))
-        cap_y = body_top - neck_h - 0.05
-        if p["cap"] == 1:
-            out.append((_ellipse(x, y, 0, cap_y, 0.14, 0.09), "secondary"))
-        elif p["cap"] == 2:
-            out.append((_box(x, y, 0, cap_y, 0.14, 0.09), "dark"))
-    elif c == "chair":
-        legs = [(-0.3 * w, 0.55), (0.3 * w, 0.55)]
-        for lx, ly in legs:
-            out.append((_box(x, y, lx, ly, 0.04, 0.3), "dark"))
-        out.append((_box(x, y, 0, 0.2, 0.38 * w, 0.07, 0.02), "primary"))
-        if p["back"] == 0:
-            out.append((_box(x, y, 0.28 * w, -0.25 * h, 0.08, 0.42 * h, 0.02), "primary"))
-        elif p["back"] == 1:
-            out.append((_ellipse(x, y, 0.25 * w, -0.3 * h, 0.16, 0.4 * h), "primary"))
-        else:
-            out.append((_box(x, y, 0.28 * w, -0.25 * h, 0.08, 0.42 * h, 0.02), "primary"))
-            out.append((_box(x, y, 0.28 * w, -0.28 * h, 0.05, 0.3 * h), "secondary"))
-        if p["arms"] == 1:
-            out.append((_box(x, y, 0.0, 0.0, 0.33 * w, 0.035), "dark"))
-    elif c == "vase":
-        if p["foot"] == 1:
-            out.append((_box(x, y, 0, 0.72, 0.22 * w, 0.06), "dark"))
-        elif p["foot"] == 2:
-            out.append((_poly(x, y, [(-0.1, 0.6), (0.1, 0.6), (0.26 * w, 0.8), (-0.26 * w, 0.8)]), "dark"))
-        if p["handles"] == 1:
-            out.append((_ring(x, y, -0.4 * w, -0.1, 0.14, 0.2, 0.04), "secondary"))
-            out.append((_ring(x, y, 0.4 * w, -0.1, 0.14, 0.2, 0.04), "secondary"))
-        out.append((_ellipse(x, y, 0, 0.15, 0.42 * w, 0.48 * h), "primary"))
-        out.append((_box(x, y, 0, -0.42 * h, 0.13, 0.2), "primary"))
-    elif c == "hat":
-        out.append((_ellipse(x, y, 0, 0.35, 0.7 * w, 0.14), "primary"))
-        if p["crown"] == 0:
-            out.append((np.maximum(_ellipse(x, y, 0, 0.35, 0.4 * w, 0.65 * h), y - 0.35), "primary"))
-        elif p["crown"] == 1:
-            out.append((_box(x, y, 0, 0.0, 0.36 * w, 0.35 * h, 0.05), "primary"))
-        else:
-            out.append((_poly(x, y, [(-0.38 * w, 0.35), (0.38 * w, 0.35), (0, -0.55 * h)]), "primary"))
-        if p["band"] == 1:
-            out.append((_box(x, y, 0, 0.25, 0.37 * w, 0.05), "dark"))
-    elif c == "bag":
-        if p["strap"] == 0:
-            out.append((np.maximum(_ring(x, y, 0, -0.2, 0.26 * w, 0.3, 0.04), y + 0.2), "dark"))
-        elif p["strap"] == 1:
-            out.append((np.maximum(_ring(x, y, 0, -0.2, 0.42 * w, 0.55, 0.035), y + 0.2), "dark"))
-        else:
-            out.append((_box(x, y, 0, -0.4, 0.22 * w, 0.18), "dark"))
-            out.append((_box(x, y, 0, -0.38, 0.16 * w, 0.14), "none"))
-        out.append((_box(x, y, 0, 0.22, 0.5 * w, 0.42 * h, 0.06), "primary"))
-        if p["flap"] == 1:
-            out.append((_poly(x, y, [(-0.5 * w, 0.22 - 0.42 * h), (0.5 * w, 0.22 - 0.42 * h), (0, 0.2)]),
-                        "secondary"))
-    elif c == "table":
-        n_legs = p["legs"]
-        xs = {0: [-0.45, 0.45], 1: [-0.45, 0.0, 0.45], 2: [0.0]}[n_legs]
-        for lx in xs:
-            hw = 0.06 if n_legs != 2 else 0.09
-            out.append((_box(x, y, lx * w, 0.3, hw, 0.42), "dark"))
-        if n_legs == 2:
-            out.append((_box(x, y, 0, 0.72, 0.3 * w, 0.05), "dark"))
-        out.append((_box(x, y, 0, -0.15 * h, 0.6 * w, 0.09, 0.02), "primary"))
-        if p["shelf"] == 1:
-            out.append((_box(x, y, 0, 0.4, 0.5 * w, 0.05), "secondary"))
-    else:  # pragma: no cover - guarded by the config validator
-        raise ValueError(f"unknown category {c!r}")
+    if p["handle"] == 1:
+        out.append((_ring(x, y, 0.42 * w, 0.05, 0.2, 0.25 * h, 0.05), "primary"))
+    elif p["handle"] == 2:
+        square = np.maximum(_box(x, y, 0.45 * w, 0.05, 0.17, 0.24 * h),
+                            -_box(x, y, 0.45 * w, 0.05, 0.09, 0.14 * h))
+        out.append((square, "primary"))
+    out.append((_box(x, y, 0, 0.08, 0.38 * w, 0.45 * h, 0.06), "primary"))
+    if p["lid"] == 1:
+        out.append((_box(x, y, 0, 0.08 - 0.47 * h, 0.42 * w, 0.06, 0.03), "secondary"))
     return out
+
+
+def _lamp(p: dict, x, y, w: float, h: float) -> list:
+    out = []
+    base_y = 0.72
+    if p["base"] == 0:
+        out.append((_ellipse(x, y, 0, base_y, 0.34 * w, 0.08), "dark"))
+    else:
+        out.append((_box(x, y, 0, base_y, 0.3 * w, 0.07, 0.01), "dark"))
+    out.append((_box(x, y, 0, 0.3, 0.04, 0.4 * h), "dark"))
+    top, bot = -0.62 * h, -0.05
+    if p["shade"] == 0:
+        out.append((_poly(x, y, [(-0.22 * w, top), (0.22 * w, top), (0.5 * w, bot), (-0.5 * w, bot)]),
+                    "primary"))
+    elif p["shade"] == 1:
+        out.append((np.maximum(_ellipse(x, y, 0, bot, 0.48 * w, 0.6 * h), y - bot), "primary"))
+    else:
+        out.append((_box(x, y, 0, (top + bot) / 2, 0.36 * w, (bot - top) / 2, 0.02), "primary"))
+    return out
+
+
+def _bottle(p: dict, x, y, w: float, h: float) -> list:
+    out = []
+    neck_h = 0.28 if p["neck"] == 0 else 0.42
+    body_top = -0.15 * h
+    out.append((_box(x, y, 0, body_top + 0.4 * h + 0.1, 0.3 * w, 0.4 * h + 0.1, 0.1), "primary"))
+    out.append((_box(x, y, 0, body_top - neck_h / 2, 0.1, neck_h / 2 + 0.05), "primary"))
+    cap_y = body_top - neck_h - 0.05
+    if p["cap"] == 1:
+        out.append((_ellipse(x, y, 0, cap_y, 0.14, 0.09), "secondary"))
+    elif p["cap"] == 2:
+        out.append((_box(x, y, 0, cap_y, 0.14, 0.09), "dark"))
+    return out
+
+
+def _chair(p: dict, x, y, w: float, h: float) -> list:
+    out = []
+    legs = [(-0.3 * w, 0.55), (0.3 * w, 0.55)]
+    for lx, ly in legs:
+        out.append((_box(x, y, lx, ly, 0.04, 0.3), "dark"))
+    out.append((_box(x, y, 0, 0.2, 0.38 * w, 0.07, 0.02), "primary"))
+    if p["back"] == 0:
+        out.append((_box(x, y, 0.28 * w, -0.25 * h, 0.08, 0.42 * h, 0.02), "primary"))
+    elif p["back"] == 1:
+        out.append((_ellipse(x, y, 0.25 * w, -0.3 * h, 0.16, 0.4 * h), "primary"))
+    else:
+        out.append((_box(x, y, 0.28 * w, -0.25 * h, 0.08, 0.42 * h, 0.02), "primary"))
+        out.append((_box(x, y, 0.28 * w, -0.28 * h, 0.05, 0.3 * h), "secondary"))
+    if p["arms"] == 1:
+        out.append((_box(x, y, 0.0, 0.0, 0.33 * w, 0.035), "dark"))
+    return out
+
+
+def _vase(p: dict, x, y, w: float, h: float) -> list:
+    out = []
+    if p["foot"] == 1:
+        out.append((_box(x, y, 0, 0.72, 0.22 * w, 0.06), "dark"))
+    elif p["foot"] == 2:
+        out.append((_poly(x, y, [(-0.1, 0.6), (0.1, 0.6), (0.26 * w, 0.8), (-0.26 * w, 0.8)]), "dark"))
+    if p["handles"] == 1:
+        out.append((_ring(x, y, -0.4 * w, -0.1, 0.14, 0.2, 0.04), "secondary"))
+        out.append((_ring(x, y, 0.4 * w, -0.1, 0.14, 0.2, 0.04), "secondary"))
+    out.append((_ellipse(x, y, 0, 0.15, 0.42 * w, 0.48 * h), "primary"))
+    out.append((_box(x, y, 0, -0.42 * h, 0.13, 0.2), "primary"))
+    return out
+
+
+def _hat(p: dict, x, y, w: float, h: float) -> list:
+    out = []
+    out.append((_ellipse(x, y, 0, 0.35, 0.7 * w, 0.14), "primary"))
+    if p["crown"] == 0:
+        out.append((np.maximum(_ellipse(x, y, 0, 0.35, 0.4 * w, 0.65 * h), y - 0.35), "primary"))
+    elif p["crown"] == 1:
+        out.append((_box(x, y, 0, 0.0, 0.36 * w, 0.35 * h, 0.05), "primary"))
+    else:
+        out.append((_poly(x, y, [(-0.38 * w, 0.35), (0.38 * w, 0.35), (0, -0.55 * h)]), "primary"))
+    if p["band"] == 1:
+        out.append((_box(x, y, 0, 0.25, 0.37 * w, 0.05), "dark"))
+    return out
+
+
+def _bag(p: dict, x, y, w: float, h: float) -> list:
+    out = []
+    if p["strap"] == 0:
+        out.append((np.maximum(_ring(x, y, 0, -0.2, 0.26 * w, 0.3, 0.04), y + 0.2), "dark"))
+    elif p["strap"] == 1:
+        out.append((np.maximum(_ring(x, y, 0, -0.2, 0.42 * w, 0.55, 0.035), y + 0.2), "dark"))
+    else:
+        out.append((_box(x, y, 0, -0.4, 0.22 * w, 0.18), "dark"))
+        out.append((_box(x, y, 0, -0.38, 0.16 * w, 0.14), "none"))
+    out.append((_box(x, y, 0, 0.22, 0.5 * w, 0.42 * h, 0.06), "primary"))
+    if p["flap"] == 1:
+        out.append((_poly(x, y, [(-0.5 * w, 0.22 - 0.42 * h), (0.5 * w, 0.22 - 0.42 * h), (0, 0.2)]),
+                    "secondary"))
+    return out
+
+
+def _table(p: dict, x, y, w: float, h: float) -> list:
+    out = []
+    n_legs = p["legs"]
+    xs = {0: [-0.45, 0.45], 1: [-0.45, 0.0, 0.45], 2: [0.0]}[n_legs]
+    for lx in xs:
+        hw = 0.06 if n_legs != 2 else 0.09
+        out.append((_box(x, y, lx * w, 0.3, hw, 0.42), "dark"))
+    if n_legs == 2:
+        out.append((_box(x, y, 0, 0.72, 0.3 * w, 0.05), "dark"))
+    out.append((_box(x, y, 0, -0.15 * h, 0.6 * w, 0.09, 0.02), "primary"))
+    if p["shelf"] == 1:
+        out.append((_box(x, y, 0, 0.4, 0.5 * w, 0.05), "secondary"))
+    return out
+
+
+_FAMILIES = {"mug": _mug, "lamp": _lamp, "bottle": _bottle, "chair": _chair, "vase": _vase, "hat": _hat,
+             "bag": _bag, "table": _table}
 
 
 def _pattern_mask(pattern: int, x, y, px: float):

@@ -39,3 +39,20 @@ def test_demo_on_tiny_reuses_world(tmp_path):
         assert (tmp_path / f).exists(), f
     r = runner.invoke(app, ["demo", "--out", str(tmp_path), "--config", "tiny"])
     assert "up to date" in r.output
+
+
+def test_progress_bars_off_a_terminal_are_one_line_per_stage():
+    """Piped, a long stage is drawn when it starts and when it ends, not every 0.1 s."""
+    import subprocess
+    import sys
+
+    head = "import os, sys, time\nos.environ.pop('TQDM_MININTERVAL', None)\n"
+    stage = "from tqdm.auto import tqdm\nfor _ in tqdm(range(300), desc='stage'): time.sleep(0.002)\n"
+
+    def redraws(code: str) -> int:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-800:]
+        return r.stderr.count("stage:")
+
+    assert redraws(head + stage) > 2  # tqdm's own default: a redraw every 0.1 s into the log
+    assert redraws(head + "import ragar.cli\n" + stage) == 2  # as the `ragar` entry point runs: start, end

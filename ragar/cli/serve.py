@@ -1,4 +1,4 @@
-"""``ragar serve``, ``ragar ab report|simulate`` and ``ragar eval alignment`` (registered by ragar.cli)."""
+"""``ragar serve``, ``ragar keys``, ``ragar ab report|plan|simulate`` and ``ragar eval alignment``."""
 
 from __future__ import annotations
 
@@ -12,11 +12,8 @@ from typing import Annotated
 
 import typer
 
-from ragar.cli_output import console, err, fail, print_table
-
-ab_app = typer.Typer(help="A/B experiments: analysis and simulation.", no_args_is_help=True)
-keys_app = typer.Typer(help="API keys of the service: create them (the file keeps only their hashes).",
-                       no_args_is_help=True)
+from ragar.cli.apps import ab_app, app, eval_app, keys_app
+from ragar.cli.output import console, err, fail, print_table
 
 DbOpt = Annotated[str | None, typer.Option("--db", help="event store URL (sqlite:///path or postgresql+psycopg://...); "
                                            "default $RAGAR_DB_URL or sqlite:///runs/serve/events.db")]
@@ -62,6 +59,7 @@ def _find_experiment(exps, name: str):
         raise fail(e.args[0]) from None
 
 
+@app.command("serve")
 def serve_cmd(
     models: Annotated[Path | None, typer.Option(help="directory with rankers/ (and optionally generator/)")] = None,
     data: Annotated[Path | None, typer.Option("--data", "-d", help="dataset directory (catalog and log)")] = None,
@@ -334,6 +332,7 @@ def _simulation_server(out: Path, data: Path, experiments: Path, config: str, mo
         log.close()
 
 
+@eval_app.command("alignment")
 def eval_alignment(
     db: DbOpt = None,
     data: Annotated[Path | None, typer.Option("--data", "-d", help="dataset (for reference images; a world "

@@ -1,0 +1,5 @@
+"""``python -m ragar.cli``: the same as the ``ragar`` command."""
+
+from ragar.cli import main
+
+main()
