@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # so nothing pulls a CUDA build. torchvision must never be installed (it breaks transformers).
 TORCH := torch==2.13.0
 
-.PHONY: install demo test test-slow test-all bench device-inputs lint format clean
+.PHONY: install demo test test-slow test-all bench results device-inputs lint format clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ test-all: install
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+# rerun the command behind every results JSON the README and docs cite, then rewrite their tables
+# (long: about half an hour on 2 cores after `make demo`; not in CI)
+results: install
+	$(BIN)/python scripts/results.py
 
 # inputs and wheels for scripts/device-check.sh on a GPU machine (after `make demo`; docs/SCALING.md)
 device-inputs: install

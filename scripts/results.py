@@ -1,0 +1,64 @@
+"""``make results``: rerun the command behind every results JSON the docs cite, then rewrite the tables.
+
+Each JSON under ``docs/results/`` carries the command that wrote it (``provenance``); this reruns
+the registered form of that command into ``runs/results/``, copies the fresh JSON over the old one,
+and re-renders every marked table in README.md and docs/*.md (:mod:`eval.results_tables`).
+Long (the generation evaluation alone is about half an hour on 2 cores); not part of CI.
+
+    python scripts/results.py              # rerun everything, then rewrite the tables
+    python scripts/results.py --tables     # only rewrite the tables from the JSON already there
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from eval.results_tables import blocks, rewrite  # noqa: E402
+
+#: docs/results/<file> -> (the command that measures it, the JSON it writes)
+COMMANDS = {
+    "docs/results/generation.json": (
+        ["ragar", "eval", "generation", "--data", "runs/demo/world", "--rankers", "runs/demo/rankers",
+         "--requests", "120", "--config", "demo", "--out", "runs/results/generation"],
+        "runs/results/generation/generation.json"),
+}
+
+
+def documents() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tables", action="store_true", help="only rewrite the tables")
+    a = ap.parse_args(argv)
+    cited = sorted({m["json"] for doc in documents() for m in blocks(doc.read_text())})
+    missing = [c for c in cited if c not in COMMANDS]
+    if missing:
+        sys.exit(f"no command registered for {missing} in scripts/results.py")
+    if not a.tables:
+        if not (ROOT / "runs/demo/rankers/rankers.json").exists():
+            sys.exit("run `make demo` first: the results commands read runs/demo")
+        bin_dir = Path(sys.executable).parent
+        for target in cited:
+            cmd, written = COMMANDS[target]
+            print("$", " ".join(cmd), flush=True)
+            subprocess.run([str(bin_dir / cmd[0]), *cmd[1:]], cwd=ROOT, check=True)
+            shutil.copyfile(ROOT / written, ROOT / target)
+    for doc in documents():
+        text = doc.read_text()
+        new = rewrite(text, ROOT)
+        if new != text:
+            doc.write_text(new)
+            print(f"rewrote the tables of {doc.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Every marked table in README.md and docs/ is what its results JSON renders (see eval/results_tables.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eval.results_tables import blocks, render_block, rewrite
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_the_readme_has_a_results_table():
+    assert blocks((ROOT / "README.md").read_text()), "the README's results table must come from a JSON"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_tables_match_their_json(doc):
+    for m in blocks(doc.read_text()):
+        want = render_block(ROOT, m["json"], m["table"])
+        assert m["body"] == want, f"{doc.name}: the {m['table']} table differs from {m['json']}: run " \
+                                  "`python scripts/results.py --tables`"
+
+
+def test_each_cited_json_says_how_it_was_made():
+    cited = {m["json"] for doc in DOCS for m in blocks(doc.read_text())}
+    for path in cited:
+        p = json.loads((ROOT / path).read_text())["provenance"]
+        assert p["command"].startswith("ragar ") and p["commit"] and p["date"] and p["config"], path
+
+
+def test_a_hand_edited_number_is_caught(tmp_path):
+    doc = (ROOT / "README.md").read_text()
+    m = blocks(doc)[0]
+    body = m["body"]
+    edited = doc.replace(body, body.replace("|", "| 9.999", 1), 1)
+    assert rewrite(edited, ROOT) == doc  # rewriting restores what the JSON says
+    assert blocks(edited)[0]["body"] != render_block(ROOT, m["json"], m["table"])
