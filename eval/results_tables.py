@@ -18,7 +18,6 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"<!-- results: (?P<json>\S+) (?P<table>\w+) -->\n(?P<body>.*?)<!-- /results -->", re.S)
 
 
@@ -29,8 +28,7 @@ def _fmt(v, digits: int = 3) -> str:
 def _source(d: dict) -> str:
     p = d.get("provenance") or {}
     commit = (p.get("commit") or "?")[:7] + ("+" if p.get("dirty") else "")
-    command = str(p.get("command", "?")).replace(f"{ROOT}/", "")  # the repository's paths, relative
-    return f"*`{command}` (commit {commit}, {str(p.get('date', '?'))[:10]})*"
+    return f"*`{p.get('command', '?')}` (commit {commit}, {str(p.get('date', '?'))[:10]})*"
 
 
 def generation_headline(d: dict) -> str:

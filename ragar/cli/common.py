@@ -155,7 +155,9 @@ def provenance(cfg: RagarConfig | None = None) -> dict:
         return r.stdout.strip() if r.returncode == 0 else None
 
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"command": " ".join(["ragar", *sys.argv[1:]]), "commit": git("rev-parse", "HEAD"),
+    # paths inside the repository are written relative to it, so the record reads the same in any checkout
+    argv = [a.replace(f"{root}/", "") for a in sys.argv[1:]]
+    return {"command": " ".join(["ragar", *argv]), "commit": git("rev-parse", "HEAD"),
             "dirty": bool(status) if status is not None else None,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config": cfg.model_dump(mode="json") if cfg is not None else None}
