@@ -77,6 +77,7 @@ class Models:
         self.user = {k: t[k].to(dev) for k in ("hist_pos", "mask", "skip_pos", "skip_mask")}
         self.user["stats"] = t["stats"].to(dev, dt)
         self.steps = meta["generation"]["num_inference_steps"]
+        self.tradeoff = meta["generation"]["tradeoff"]
         self.scales = (meta["generation"]["reference_guidance_scale"], meta["generation"]["preference_guidance_scale"])
         self.rows = len(t["reference"])
 
@@ -96,6 +97,8 @@ class Models:
         """What a served request does after retrieval: n candidates each, scored, one chosen, PNGs."""
         from PIL import Image
 
+        from ragar.generation.selection import select
+
         images = self.generate(rows, n, seed)
         b = len(rows)
         ident = torch.from_numpy(self.identity.encode(list(images))).view(b, n, -1)
@@ -109,12 +112,7 @@ class Models:
                                                 rep(self.user["mask"]), *self.tables, rep(self.user["stats"]),
                                                 rep(self.user["skip_pos"]), rep(self.user["skip_mask"]))
             fit = self.din.click_probability(logits).float().cpu().view(b, n)
-
-        def scaled(x):
-            lo, hi = x.min(1, keepdim=True).values, x.max(1, keepdim=True).values
-            return torch.where(hi > lo, (x - lo) / (hi - lo).clamp_min(1e-12), torch.zeros_like(x))
-
-        chosen = (0.5 * scaled(fit) + 0.5 * scaled(identity)).argmax(1).tolist()
+        chosen = select(fit.numpy(), identity.float().numpy(), self.tradeoff)[1].tolist()
         out = []
         for i in range(b):
             pngs = []

@@ -28,8 +28,7 @@ log = logging.getLogger("ragar.runtime")
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+)$"
 DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-          "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class RuntimeConfig(BaseModel):
@@ -135,8 +134,3 @@ def resolve_dtype(spec: str | torch.dtype | None, device: torch.device) -> torch
     if spec not in DTYPES:
         raise ValueError(f"unknown dtype {spec!r}: use auto, float32, float16 or bfloat16")
     return DTYPES[spec]
-
-
-def move(module: torch.nn.Module, runtime: Runtime, dtype: bool = True) -> torch.nn.Module:
-    """``module`` on the runtime's device (and in its dtype, for inference models)."""
-    return module.to(device=runtime.device, dtype=runtime.dtype) if dtype else module.to(runtime.device)

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ragar.runtime import DEVICE_PATTERN, DtypeName
 from serving.security import ApiKeySpec
 
 
@@ -24,9 +25,9 @@ class ServingSettings(BaseSettings):
     db_url: str = Field("sqlite:///runs/serve/events.db", description="SQLAlchemy URL of the event store")
     experiments: Path | None = Field(None, description="experiments YAML; without it every request is arm 'default'")
     images_dir: Path = Field(Path("runs/serve/images"), description="where generated PNGs are kept and served from")
-    device: str | None = Field(None, pattern=r"^(auto|cpu|cuda|cuda:[0-9]+)$", description="where the models "
+    device: str | None = Field(None, pattern=DEVICE_PATTERN, description="where the models "
                                "run: auto | cpu | cuda | cuda:N (default: the config's runtime.device)")
-    dtype: str | None = Field(None, pattern=r"^(auto|float32|float16|bfloat16)$", description="what they compute "
+    dtype: DtypeName | None = Field(None, description="what they compute "
                               "in (default: the config's runtime.dtype)")
     max_batch_size: int | None = Field(None, ge=1, description="requests grouped into one generator call "
                                        "(default: 8 on the CPU, 64 on a GPU)")

@@ -47,17 +47,18 @@ def device_runtime(device: str | None):
     return get_runtime(RagarConfig(runtime=rc))
 
 
-def get_runtime(cfg: RagarConfig):
-    """The device and dtype the command's models run on (:mod:`ragar.runtime`)."""
+def get_runtime(cfg: RagarConfig, device: str | None = None, dtype: str | None = None):
+    """The device and dtype the command's models run on (:mod:`ragar.runtime`): the config's, or
+    ``device`` / ``dtype`` over it (the service's RAGAR_DEVICE / RAGAR_DTYPE)."""
     from ragar.runtime import DeviceUnavailableError, Runtime
 
     try:
-        rt = Runtime.from_config(cfg.runtime)
+        rt = Runtime.from_config(cfg.runtime, device, dtype)
     except (DeviceUnavailableError, ValueError) as e:
         raise fail(str(e)) from None
     if (d := rt.describe()) not in _announced:  # once per process, on stderr (stdout holds the tables)
         _announced.add(d)
-        err.print(f"runtime: {d}" + (" (runtime.device=auto)" if cfg.runtime.device == "auto" else ""),
+        err.print(f"runtime: {d}" + (" (runtime.device=auto)" if (device or cfg.runtime.device) == "auto" else ""),
                   highlight=False)
     return rt
 

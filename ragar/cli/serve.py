@@ -13,7 +13,8 @@ from typing import Annotated
 import typer
 
 from ragar.cli.apps import ab_app, app, eval_app, keys_app
-from ragar.cli.output import console, err, fail, print_table
+from ragar.cli.common import get_config, get_runtime
+from ragar.cli.output import console, fail, print_table
 
 DbOpt = Annotated[str | None, typer.Option("--db", help="event store URL (sqlite:///path or postgresql+psycopg://...); "
                                            "default $RAGAR_DB_URL or sqlite:///runs/serve/events.db")]
@@ -29,18 +30,6 @@ def _settings(**kw):
         return ServingSettings(**{k: v for k, v in kw.items() if v is not None})
     except ValidationError as e:
         raise fail("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
-
-
-def _runtime(settings):
-    from ragar.config import ConfigError, load_config
-    from ragar.runtime import DeviceUnavailableError, Runtime
-
-    try:
-        rt = Runtime.from_config(load_config(settings.config).runtime, settings.device, settings.dtype)
-    except (ConfigError, DeviceUnavailableError, ValueError) as e:
-        raise fail(str(e)) from None
-    err.print(f"runtime: {rt.describe()}", highlight=False)
-    return rt
 
 
 def _experiments(path: Path | None):
@@ -91,7 +80,8 @@ def serve_cmd(
                          demo=demo or None, metrics_open=metrics_open or None, device=device)
     if settings.data is None:
         raise fail("no dataset: pass --data or set RAGAR_DATA")
-    _runtime(settings)  # a device this machine lacks is an exit 2 here, not a crash in the lifespan
+    # a device this machine lacks is an exit 2 here, not a crash in the lifespan
+    get_runtime(get_config(settings.config, None), settings.device, settings.dtype)
     _experiments(settings.experiments)  # fail fast, with the key and the file, before loading models
     try:
         ring, _ = key_ring(settings)

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ragar.encoders.base import ImageEncoder, ImageLike, load_rgb
 from ragar.encoders.catalog import CatalogEmbeddings, combine
+from ragar.generation.selection import select
 from recsys.history import build_histories, requests_at
 from recsys.preference import PreferenceConfig, RetrievalPreference
 
@@ -192,16 +193,7 @@ class Personalizer:
         res = self.scorer.score(list(user_ids), emb, as_of=self.as_of if as_of is None else as_of)
         return res.probabilities, identity, res.cold_start, emb
 
-    @staticmethod
-    def select(fit: np.ndarray, identity: np.ndarray, tradeoff: float) -> tuple[np.ndarray, np.ndarray]:
-        """Selection scores (B, n) and the chosen index per row; see the module doc."""
-        def scaled(x: np.ndarray) -> np.ndarray:
-            x = np.nan_to_num(x, nan=0.0)
-            lo, hi = x.min(1, keepdims=True), x.max(1, keepdims=True)
-            return np.where(hi > lo, (x - lo) / np.where(hi > lo, hi - lo, 1), 0.0)
-
-        s = tradeoff * scaled(fit) + (1 - tradeoff) * scaled(identity)
-        return s, s.argmax(1)
+    select = staticmethod(select)  # best-of-N (ragar.generation.selection; see the module doc)
 
     # --- the call -------------------------------------------------------------------------------
 

@@ -93,9 +93,8 @@ class PreferenceScorer:
         skip = build_histories(self.skips, reqs, pos, self.max_len, events=("skip",))
         stats = self._user_stats(reqs, hist.mask.sum(1))
         t = torch.from_numpy
-        inputs = UserInputs(t(hist.positions), t(hist.mask), t(stats), t(skip.positions), t(skip.mask))
-        return inputs if self.device.type == "cpu" and self.dtype == torch.float32 else inputs.to(self.device,
-                                                                                                  self.dtype)
+        return UserInputs(t(hist.positions), t(hist.mask), t(stats), t(skip.positions), t(skip.mask)).to(self.device,
+                                                                                                        self.dtype)
 
     def logits(self, inputs: UserInputs, cand: torch.Tensor) -> torch.Tensor:
         """(U, C) logits for ``cand`` (U, C, D) image embeddings; differentiable in ``cand``."""
