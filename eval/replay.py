@@ -34,7 +34,6 @@ from ragar.generation.personalize import Personalizer
 from recsys.data.io import scan_interactions
 from recsys.data.schema import POSITIVE_EVENTS
 from recsys.data.splits import global_time_split
-from recsys.history import build_histories, requests_at
 from recsys.index import ItemIndex
 from recsys.ranking.metrics import hit_and_ndcg, paired_bootstrap_ci
 
@@ -89,9 +88,8 @@ class Replay:
         self.held = held.group_by("user_id").agg(pl.col("item_id"))
         self.held = dict(zip(self.held["user_id"], [set(x) for x in self.held["item_id"]], strict=True))
         self.clpips_encoder, self.world, self.reader = clpips_encoder, world, reader
-        hist = build_histories(personalizer.interactions, requests_at(requests["user_id"].to_list(),
-                                                                     requests["as_of"].to_list()),
-                               personalizer.positions, personalizer.config.history_len)
+        hist = personalizer.histories(requests["user_id"].to_list(), requests["as_of"].to_list()).tail(
+            personalizer.config.history_len)  # the histories the served requests weigh
         self.hist_pos, self.hist_mask = hist.positions, hist.mask
         self.gallery = None
         if world is not None and gallery:

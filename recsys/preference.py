@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from recsys.history import HistoryBatch
+
 Method = Literal["ragar", "uniform", "recency", "reference-only"]
 METHODS: tuple[str, ...] = ("ragar", "uniform", "recency", "reference-only")
 
@@ -117,6 +119,19 @@ class RetrievalPreference:
         fallback = [None if ok else ("empty-history" if not m.any() else "all-below-floor")
                     for ok, m in zip(has.tolist(), mask, strict=True)]
         return PreferenceResult(emb, weights, sim, fallback, cfg.method)
+
+
+def weigh_histories(history: HistoryBatch, vectors: np.ndarray, reference: np.ndarray | torch.Tensor,
+                    config: PreferenceConfig, method: str | None = None) -> PreferenceResult:
+    """The one path from histories to preferences: ``history`` (rows of positions into
+    ``vectors``), ``reference`` (B, D) -> weights and embeddings. The personalizer, the generator's
+    training pairs, the replay and the preference evaluation all call it, so the offline numbers
+    weigh a history exactly as a served request does (event types and ages included)."""
+    module = RetrievalPreference(config, **({"method": method} if method else {}))
+    n = history.mask.shape[1]
+    return module(torch.from_numpy(history.embeddings(vectors)), torch.as_tensor(reference),
+                  torch.from_numpy(history.mask), module.event_weight_tensor(history.event_types, n),
+                  torch.from_numpy(history.age_days.astype(np.float32)))
 
 
 def preference_weights(sim: torch.Tensor, mask: torch.Tensor, config: PreferenceConfig,

@@ -21,7 +21,7 @@ import torch
 from recsys.data.splits import leave_last_out
 from recsys.history import build_histories, requests_at
 from recsys.index import ItemIndex
-from recsys.preference import PreferenceConfig, RetrievalPreference
+from recsys.preference import PreferenceConfig, weigh_histories
 from recsys.ranking.metrics import hit_and_ndcg
 from recsys.world.oracle import World, user_index
 
@@ -91,16 +91,12 @@ def evaluate_preference(world: World, ids: np.ndarray, vectors: np.ndarray, meth
     pairs = make_pairs(world, ids, max_pairs, seed)
     index = index or ItemIndex.build(ids, vectors)
     h = pairs.history
-    safe = np.where(h.mask, h.positions, 0)
-    hist = torch.from_numpy(vectors[safe])
     ref = torch.from_numpy(vectors[pairs.reference_pos])
     ideal = ideal_vectors(world, ids, vectors, pairs.user_ids, pairs.categories)
     target_pos = np.asarray([index.position(t) for t in pairs.target_ids])
     rows, per_pair = [], {}
     for method in methods:
-        module = RetrievalPreference(config, method=method)
-        ew = module.event_weight_tensor(h.event_types, h.mask.shape[1])
-        res = module(hist, ref, torch.from_numpy(h.mask), ew, torch.from_numpy(h.age_days))
+        res = weigh_histories(h, vectors, ref, config, method)
         p = torch.nn.functional.normalize(res.embedding, dim=-1).numpy()
         cos = (p * ideal).sum(1)
         found = index.search(p, k + h.mask.shape[1]).positions

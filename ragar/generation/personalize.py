@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ragar.encoders.base import ImageEncoder, ImageLike, load_rgb
 from ragar.encoders.catalog import CatalogEmbeddings, combine
 from ragar.generation.selection import select
-from recsys.history import build_histories, requests_at
-from recsys.preference import PreferenceConfig, RetrievalPreference
+from recsys.history import HistoryBatch, build_histories, requests_at
+from recsys.preference import PreferenceConfig, weigh_histories
 
 MethodName = Literal["ragar", "uniform", "recency", "reference-only"]
 
@@ -141,17 +141,20 @@ class Personalizer:
             pixels.append(rgb)
         return np.stack(vecs).astype(np.float32), sources, pixels
 
-    def preference_embeddings(self, user_ids: list[str], reference: np.ndarray, method: str,
-                              as_of: datetime | list[datetime] | None = None):
-        """(B, D) preference embeddings, the per-request history weights, and fallback reasons.
-        ``as_of``: the history is the log strictly before it (default: the whole log)."""
+    def histories(self, user_ids: list[str], as_of: datetime | list[datetime] | None = None) -> HistoryBatch:
+        """Each request's history, built once: the log strictly before ``as_of`` (default: the
+        whole log), as long as the longest consumer needs (the preference keeps the newest
+        ``history_len``, the ranker its own ``max_len``; :meth:`HistoryBatch.tail` cuts each)."""
         reqs = requests_at(list(user_ids), self.as_of if as_of is None else as_of)
-        hist = build_histories(self.interactions, reqs, self.positions, self.config.history_len)
-        h = torch.from_numpy(self.vectors[np.where(hist.mask, hist.positions, 0)])
-        module = RetrievalPreference(self.preference, method=method)
-        res = module(h, torch.from_numpy(reference), torch.from_numpy(hist.mask),
-                     module.event_weight_tensor(hist.event_types, hist.mask.shape[1]),
-                     torch.from_numpy(hist.age_days.astype(np.float32)))
+        longest = max(self.config.history_len, getattr(self.scorer, "max_len", 0))
+        return build_histories(self.interactions, reqs, self.positions, longest)
+
+    def preference_embeddings(self, user_ids: list[str], reference: np.ndarray, method: str,
+                              as_of: datetime | list[datetime] | None = None, history: HistoryBatch | None = None):
+        """(B, D) preference embeddings, the per-request history weights, and fallback reasons.
+        ``history``: the requests' histories when the caller already built them (:meth:`histories`)."""
+        hist = (self.histories(user_ids, as_of) if history is None else history).tail(self.config.history_len)
+        res = weigh_histories(hist, self.vectors, torch.from_numpy(reference), self.preference, method)
         weights = []
         for b in range(len(user_ids)):
             n = len(hist.item_ids[b])
@@ -176,10 +179,11 @@ class Personalizer:
         return self._identity_cache[item]
 
     def score(self, user_ids: list[str], images: np.ndarray, n: int, ref_items: list[str | None],
-              ref_pixels: list[np.ndarray | None], as_of: datetime | list[datetime] | None = None
-              ) -> tuple[np.ndarray, np.ndarray, list[bool], np.ndarray | None]:
+              ref_pixels: list[np.ndarray | None], as_of: datetime | list[datetime] | None = None,
+              history: HistoryBatch | None = None) -> tuple[np.ndarray, np.ndarray, list[bool], np.ndarray | None]:
         """Preference fit (B, n), identity (B, n), cold-start flags and the image-encoder
-        embeddings (B, n, D) of ``images`` ((B * n), H, W, 3); each encoder runs once."""
+        embeddings (B, n, D) of ``images`` ((B * n), H, W, 3); each encoder runs once, and the
+        ranker reads ``history`` (built by :meth:`histories` for the same ``as_of``) when given."""
         b = len(user_ids)
         ident = self.identity_encoder.encode(list(images)).reshape(b, n, -1)
         emb = ident if self.identity_encoder is self.image_encoder else None
@@ -190,7 +194,7 @@ class Personalizer:
             return np.full((b, n), np.nan), identity, [False] * b, emb
         if emb is None:
             emb = self.image_encoder.encode(list(images)).reshape(b, n, -1)
-        res = self.scorer.score(list(user_ids), emb, as_of=self.as_of if as_of is None else as_of)
+        res = self.scorer.score(list(user_ids), emb, as_of=self.as_of if as_of is None else as_of, history=history)
         return res.probabilities, identity, res.cold_start, emb
 
     select = staticmethod(select)  # best-of-N (ragar.generation.selection; see the module doc)
@@ -221,8 +225,9 @@ class Personalizer:
         method = method or cfg.method
         t0 = time.perf_counter()
         ref, sources, pixels = self.reference_vectors(items, imgs)
+        hist = self.histories(users, as_of) if preference_embeds is None or (score and self.scorer) else None
         if preference_embeds is None:
-            pref, weights, fallback = self.preference_embeddings(users, ref, method, as_of)
+            pref, weights, fallback = self.preference_embeddings(users, ref, method, as_of, hist)
         else:
             pref = np.asarray(preference_embeds, dtype=np.float32)
             if pref.shape != ref.shape:
@@ -243,7 +248,7 @@ class Personalizer:
         images = out.images
         t2 = time.perf_counter()
         if score:
-            fit, identity, cold, emb = self.score(users, images, n, items, pixels, as_of)
+            fit, identity, cold, emb = self.score(users, images, n, items, pixels, as_of, hist)
         else:
             fit, identity, cold, emb = np.full((b, n), np.nan), np.full((b, n), np.nan), [False] * b, None
         sel, chosen = self.select(fit, identity, cfg.tradeoff if tradeoff is None else tradeoff)

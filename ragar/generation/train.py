@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
 
 from ragar.generation.adapter import AdapterConfig, PreferenceAdapter
-from recsys.preference import PreferenceConfig, RetrievalPreference
+from recsys.preference import PreferenceConfig, weigh_histories
 
 if TYPE_CHECKING:  # polars is imported where the world is read: training runs on exported tensors without it
     import polars as pl
@@ -142,11 +142,8 @@ def make_pairs(root: str | Path, item_ids: np.ndarray, vectors: np.ndarray, imag
     index = {k: i for i, k in enumerate(item_ids)}
     users, targets, refs, times = map(list, zip(*rows, strict=True))
     hist = build_histories(inter, requests_at(users, times), index)
-    h = torch.from_numpy(vectors[np.where(hist.mask, hist.positions, 0)])
     r = torch.from_numpy(vectors[[index[x] for x in refs]])
-    module = RetrievalPreference(preference or PreferenceConfig())
-    p = module(h, r, torch.from_numpy(hist.mask), module.event_weight_tensor(hist.event_types, hist.mask.shape[1]))
-    pref, style = p.embedding, None
+    pref, style = weigh_histories(hist, vectors, r, preference or PreferenceConfig()).embedding, None
     if style_pairs > 0:
         pref, style = _style_preferences(items, targets, index, vectors, pref, style_pairs, list(style_columns), rng)
     imgs = [load_rgb(root / view_of[t][int(rng.integers(len(view_of[t])))]) for t in targets]

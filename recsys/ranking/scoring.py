@@ -16,7 +16,7 @@ import polars as pl
 import torch
 
 from recsys.data.schema import POSITIVE_EVENTS
-from recsys.history import build_histories, requests_at
+from recsys.history import HistoryBatch, build_histories, requests_at
 from recsys.ranking.din import DINRanker
 from recsys.ranking.features import ItemTable, skips_of
 
@@ -82,14 +82,20 @@ class PreferenceScorer:
         ctr = (got["clk"].to_numpy() + 0.1) / (got["imp"].to_numpy() + 1.0)
         return np.stack([np.log1p(hist_len), np.log1p(got["pos"].to_numpy()), ctr], 1).astype(np.float32)
 
-    def user_inputs(self, user_ids: list[str], as_of: datetime | list[datetime] | None = None) -> UserInputs:
+    def user_inputs(self, user_ids: list[str], as_of: datetime | list[datetime] | None = None,
+                    history: HistoryBatch | None = None) -> UserInputs:
         """The ranker's user side for each request (history and skips strictly before ``as_of``;
-        default: after the whole log). Build once, score many candidates (or train against it)."""
+        default: after the whole log). Build once, score many candidates (or train against it).
+        ``history``: the requests' histories as the caller built them for the same ``as_of`` (the
+        personalizer's, so a request's history is built once); the newest ``max_len`` are read."""
         if as_of is None:  # just after the last logged event: the whole log is the past
             as_of = self._end + timedelta(microseconds=1) if self._end is not None else datetime.now()
         reqs = requests_at(list(user_ids), as_of)
         pos = self.items.positions
-        hist = build_histories(self.interactions, reqs, pos, self.max_len)
+        if history is not None and history.user_ids != list(user_ids):
+            raise ValueError("the history batch is for other users than the ones scored")
+        hist = (build_histories(self.interactions, reqs, pos, self.max_len) if history is None
+                else history.remap(pos).tail(self.max_len))
         skip = build_histories(self.skips, reqs, pos, self.max_len, events=("skip",))
         stats = self._user_stats(reqs, hist.mask.sum(1))
         t = torch.from_numpy
@@ -105,8 +111,10 @@ class PreferenceScorer:
             cand.reshape(u * c, -1), rep(inputs.hist_pos), rep(inputs.mask), self._image, self._combined,
             rep(inputs.stats), rep(inputs.skip_pos), rep(inputs.skip_mask)).reshape(u, c)
 
-    def score(self, user_ids: list[str], candidates: np.ndarray, as_of: datetime | None = None) -> ScoreResult:
-        """``candidates``: (C, D) scored for every user, or (U, C, D) per user."""
+    def score(self, user_ids: list[str], candidates: np.ndarray, as_of: datetime | list[datetime] | None = None,
+              history: HistoryBatch | None = None) -> ScoreResult:
+        """``candidates``: (C, D) scored for every user, or (U, C, D) per user; ``history`` as in
+        :meth:`user_inputs`."""
         cand = np.asarray(candidates, dtype=np.float32)
         dim = self.model.config.cand_dim
         if cand.ndim == 2:
@@ -118,7 +126,7 @@ class PreferenceScorer:
             raise ValueError("candidate embeddings contain NaN or inf")
         if len(user_ids) == 0:
             return ScoreResult(np.zeros((0, cand.shape[1])), np.zeros((0, cand.shape[1])), [], [])
-        inputs = self.user_inputs(list(user_ids), as_of)
+        inputs = self.user_inputs(list(user_ids), as_of, history)
         with torch.no_grad():
             logits = self.logits(inputs, torch.from_numpy(np.ascontiguousarray(cand)))
             prob = self.model.click_probability(logits)

@@ -29,3 +29,31 @@ def test_max_len_keeps_the_newest():
     pos = {"a": 0, "b": 1, "c": 2, "d": 3}
     h = build_histories(_log(), requests_at(["u"], T0 + timedelta(days=30)), pos, max_len=2)
     assert h.item_ids[0] == ["b", "d"]
+
+
+def _same(a, b):
+    import numpy as np
+
+    assert a.item_ids == b.item_ids and a.event_types == b.event_types and a.user_ids == b.user_ids
+    assert np.array_equal(a.positions, b.positions) and np.array_equal(a.mask, b.mask)
+    assert np.array_equal(a.age_days, b.age_days)
+
+
+def test_one_long_history_serves_every_shorter_reader():
+    """tail(k) of a history built once is exactly the history built with max_len=k, so the
+    personalizer builds one and hands the ranker its share."""
+    pos = {"a": 0, "b": 1, "c": 2, "d": 3}
+    reqs = requests_at(["u", "v", "w"], T0 + timedelta(days=30))
+    full = build_histories(_log(), reqs, pos)
+    for k in (1, 2, 3, 200):
+        _same(full.tail(k), build_histories(_log(), reqs, pos, max_len=k))
+
+
+def test_remap_reads_the_history_in_another_table():
+    pos = {"a": 0, "b": 1, "c": 2, "d": 3}
+    other = {"d": 0, "b": 1, "a": 5}  # another order, and "c" missing (dropped, as a build drops it)
+    reqs = requests_at(["u", "v"], T0 + timedelta(days=30))
+    full = build_histories(_log(), reqs, pos)
+    assert full.remap(pos) is full
+    _same(full.remap(other), build_histories(_log(), reqs, other))
+    assert full.embeddings(__import__("numpy").arange(4.0)[:, None])[0, :, 0].tolist() == [0.0, 1.0, 3.0]

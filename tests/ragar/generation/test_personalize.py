@@ -122,3 +122,25 @@ def test_selection_tradeoff():
     # ties and missing fits degrade to identity, never NaN
     s, c = Personalizer.select(np.full((1, 3), np.nan), ident, 0.5)
     assert np.isfinite(s).all() and c[0] == 0
+
+
+def test_a_request_builds_its_history_once(tiny_personalizer, request_pair, monkeypatch):
+    """The preference weights and the ranker read the same history batch: one build of the
+    user's positives per call (the ranker still builds its skips), and the same scores as when
+    the ranker builds its own."""
+    import recsys.history
+
+    user, item = request_pair
+    calls = []
+    real = recsys.history.build_histories
+
+    def counting(*a, **k):
+        calls.append(k.get("events"))
+        return real(*a, **k)
+
+    for mod in ("ragar.generation.personalize", "recsys.ranking.scoring"):
+        monkeypatch.setattr(f"{mod}.build_histories", counting)
+    (res,) = tiny_personalizer([user], [item], n=2, seed=3)
+    assert calls.count(None) == 1 and calls.count(("skip",)) == 1, calls
+    own = tiny_personalizer.scorer.score([user], np.stack([c.embedding for c in res.candidates])[None])
+    assert np.allclose(own.probabilities[0], [c.preference_fit for c in res.candidates], atol=1e-6)
