@@ -25,8 +25,8 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
+from eval.metrics.intervals import bootstrap_ci, paired_bootstrap_ci
 from ragar.generation.personalize import Personalizer
-from recsys.ranking.metrics import paired_bootstrap_ci
 from recsys.world.attributes import AttributeReader, images_to_tensor, max_parts
 from recsys.world.oracle import World, user_index
 from recsys.world.render import CATEGORIES
@@ -181,7 +181,7 @@ def evaluate_generation(world: World, reader: AttributeReader, methods: list[Met
             if np.isnan(v).all():
                 row[k] = None
                 continue
-            mean, lo, hi = paired_bootstrap_ci(v, np.zeros_like(v), seed=seed)
+            mean, lo, hi = bootstrap_ci(v, seed=seed)
             row[k] = {"mean": mean, "ci": [lo, hi]}
         rows.append(row)
     diffs = []

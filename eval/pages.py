@@ -56,7 +56,8 @@ def preference_page(world, ids, res: dict, cfg: RagarConfig):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     names = [r["method"] for r in res["rows"]]
     for ax, key in zip(axes, ["ideal_cos", f"hr@{k}"], strict=True):
-        ax.bar(names, [r[key] for r in res["rows"]], yerr=[r[f"{key}_ci95"] for r in res["rows"]],
+        ax.bar(names, [r[key] for r in res["rows"]], yerr=[[r[key] - r[f"{key}_lo"] for r in res["rows"]],
+                                                          [r[f"{key}_hi"] - r[key] for r in res["rows"]]],
                capsize=4, color=["#c33", "#888", "#aaa", "#47a"][: len(names)])
         ax.set_title(f"{key} (95% CI)")
     rep.figure(fig, "Means with 95% confidence intervals over pairs")

@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from eval.metrics.intervals import bootstrap_ci, paired_bootstrap_ci
 from eval.metrics.personalized import personalized_pr_auc, personalized_retrieval_ndcg
 from ragar.encoders.lora import (
     LoraTrainingConfig,
@@ -36,8 +37,7 @@ from ragar.encoders.lora import (
     tail_embedding,
 )
 from ragar.encoders.nearid import world_identity_split
-from ragar.generation.personal_encoder import SyntheticDataConfig, train_personalized_encoder
-from recsys.ranking.metrics import paired_bootstrap_ci
+from ragar.encoders.personalized import SyntheticDataConfig, train_personalized_encoder
 
 ENCODERS = ("base", "real-only", "personalized")
 
@@ -154,7 +154,7 @@ def summarize(rows: list[dict], seed: int = 0) -> dict:
     for metric in ("ndcg", "pr_auc"):
         vals = {e: np.asarray([r[f"{e}/{metric}"] for r in rows]) for e in ENCODERS}
         for e in ENCODERS:
-            m, lo, hi = paired_bootstrap_ci(vals[e], np.zeros_like(vals[e]), seed=seed)
+            m, lo, hi = bootstrap_ci(vals[e], seed=seed)
             out["encoders"].append({"encoder": e, "metric": metric, "mean": m, "ci_low": lo, "ci_high": hi})
         for other in ("base", "real-only"):
             d, lo, hi = paired_bootstrap_ci(vals["personalized"], vals[other], seed=seed)

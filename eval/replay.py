@@ -28,6 +28,8 @@ from tqdm.auto import tqdm
 from eval.generation import world_metrics
 from eval.metrics.clpips import pair_layer_distances
 from eval.metrics.identity import IdentityGallery
+from eval.metrics.intervals import bootstrap_ci, paired_bootstrap_ci
+from eval.metrics.ranking import hit_and_ndcg
 from eval.metrics.semantic import embedding_similarity, history_similarity, ssim
 from ragar.distributed import Processes, ShardedJob, assign_units
 from ragar.generation.personalize import Personalizer
@@ -35,7 +37,6 @@ from recsys.data.io import scan_interactions
 from recsys.data.schema import POSITIVE_EVENTS
 from recsys.data.splits import global_time_split
 from recsys.index import ItemIndex
-from recsys.ranking.metrics import hit_and_ndcg, paired_bootstrap_ci
 
 
 def replay_requests(root: str | Path, n: int, cut: float = 0.8, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -175,7 +176,7 @@ def summarize(scores: pl.DataFrame, baselines: tuple[str, ...] = ("uniform", "re
             if len(v) == 0:
                 row[k] = None
                 continue
-            mean, lo, hi = paired_bootstrap_ci(v, np.zeros_like(v), seed=seed)
+            mean, lo, hi = bootstrap_ci(v, seed=seed)
             row[k] = {"mean": mean, "ci": [lo, hi]}
         rows.append(row)
         for b in baselines:

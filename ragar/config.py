@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ragar.generation.personal_encoder import PersonalizeEncoderConfig
+from ragar.encoders.personalized import PersonalizeEncoderConfig
 from ragar.generation.personalize import GenerationConfig
 from ragar.generation.train import GeneratorConfig
 from ragar.runtime import RuntimeConfig

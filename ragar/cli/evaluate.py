@@ -16,7 +16,7 @@ from eval.pages import (
     replay_page,
     replay_table,
 )
-from eval.ranking_oracle import oracle_spearman
+from eval.ranker import oracle_spearman
 from eval.report import write_json
 from ragar.cli.apps import eval_app
 from ragar.cli.common import (
@@ -48,9 +48,9 @@ def eval_preference(
     device: DeviceOpt = None,
 ) -> dict:
     """Compare preference methods on the same (user, reference) pairs against the oracle."""
+    from eval.preference import evaluate_preference
     from eval.report import write_json
     from recsys.preference import METHODS
-    from recsys.preference_eval import evaluate_preference
     from recsys.world.oracle import World
 
     cfg = get_config(config, set_, device)
@@ -99,8 +99,8 @@ def eval_ranker(
 
 
 def _evaluate_and_report(cfg: RagarConfig, data: Path, loaded, items, rd, out: Path) -> dict:
+    from eval.ranker import evaluate_rankers
     from eval.report import write_json
-    from recsys.ranking.pipeline import evaluate_rankers
 
     res = evaluate_rankers(loaded, rd, items)
     if (data / "world.json").exists():

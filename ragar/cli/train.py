@@ -295,7 +295,7 @@ def personalize_encoder(
     personalized:OUT."""
     from eval.report import HtmlReport, write_json
     from ragar.encoders.base import ImageInputError
-    from ragar.generation.personal_encoder import save_result, train_personalized_encoder
+    from ragar.encoders.personalized import save_result, train_personalized_encoder
 
     cfg = get_config(config, set_, device)
     if variant not in ("personalized", "real-only"):
@@ -306,7 +306,7 @@ def personalize_encoder(
         raise fail(f"not a file: {', '.join(missing)}")
     negatives = _negative_images(data)
     try:
-        from ragar.generation.synthetic import read_real_images
+        from ragar.encoders.synthetic import read_real_images
 
         reals = read_real_images([str(p) for p in images])  # refuse bad input before loading any model
         p = _personalizer(cfg, data, generator, None) if variant == "personalized" else None

@@ -25,7 +25,6 @@ from recsys.preference import PreferenceConfig
 from recsys.ranking.din import DINConfig, DINRanker, predict_logits, train_din
 from recsys.ranking.features import ItemTable, build_features, feature_names, impressions_with_labels
 from recsys.ranking.lgbm import LambdaRankRanker
-from recsys.ranking.metrics import auc, gauc, hit_rate_at_k, ndcg_per_group, paired_bootstrap_ci
 
 DIN_STATS = ["hist_len", "user_past_pos", "user_past_ctr"]
 
@@ -125,7 +124,7 @@ class Rankers:
                    {k: DINRanker.from_pretrained(path / f"din-{k}") for k in meta["din"]}, meta["din_losses"])
 
 
-def _x(split: Split, variant: str) -> np.ndarray:
+def lgbm_features(split: Split, variant: str) -> np.ndarray:
     return split.features.select(feature_names(variant)).to_numpy().astype(np.float32)
 
 
@@ -136,8 +135,8 @@ def train_rankers(data: RankingData, items: ItemTable, epochs: int = 4, seed: in
     lgbm = {}
     for variant in ("ragar", "uniform"):
         lgbm[variant] = LambdaRankRanker(feature_names(variant), {"seed": seed}).fit(
-            _x(tr, variant), tr.samples["grade"].to_numpy(), tr.samples["request_id"].to_numpy(),
-            _x(va, variant), va.samples["grade"].to_numpy(), va.samples["request_id"].to_numpy(),
+            lgbm_features(tr, variant), tr.samples["grade"].to_numpy(), tr.samples["request_id"].to_numpy(),
+            lgbm_features(va, variant), va.samples["grade"].to_numpy(), va.samples["request_id"].to_numpy(),
             position=tr.samples["position"].to_numpy())
     din, losses = {}, {}
     for variant, att in (("ragar", "target"), ("uniform", "mean")):
@@ -152,75 +151,13 @@ def train_rankers(data: RankingData, items: ItemTable, epochs: int = 4, seed: in
     return Rankers(lgbm, din, losses)
 
 
-def score_split(rankers: Rankers, split: Split, items: ItemTable) -> dict[str, np.ndarray]:
-    f = split.features
-    scores = {
-        "popularity": (f["item_past_ctr"] * (f["item_past_imp"] + 10.0)).to_numpy(),
-        "cosine": f["cos_pref"].to_numpy(),
-        "cosine-uniform": f["cos_mean"].to_numpy(),
-    }
-    for variant, m in rankers.lgbm.items():
-        scores[f"lightgbm{'' if variant == 'ragar' else '-uniform'}"] = m.predict(_x(split, variant))
-    for variant, m in rankers.din.items():
-        logits = _din_logits(m, split, split.cand_image(items), items)
-        with torch.no_grad():
-            prob = m.click_probability(torch.from_numpy(logits)).numpy()
-        scores[f"din{'' if variant == 'ragar' else '-uniform'}"] = prob
-    return scores
-
-
-def evaluate_rankers(rankers: Rankers, data: RankingData, items: ItemTable, k: int = 10) -> dict:
-    test, hr = data.test, data.hr
-    s_test = score_split(rankers, test, items)
-    s_hr = score_split(rankers, hr, items)
-    g, grade, click = (test.samples[c].to_numpy() for c in ("request_id", "grade", "click"))
-    hg, hy = hr.samples["request_id"].to_numpy(), hr.samples["click"].to_numpy()
-    rows = []
-    base = ndcg_per_group(s_test["cosine"], grade, g, k)
-    for name in s_test:
-        per = ndcg_per_group(s_test[name], grade, g, k)
-        d, lo, hi = paired_bootstrap_ci(per, base)
-        rows.append({"model": name, f"ndcg@{k}": float(per.mean()), f"ndcg@{k}_vs_cosine": d,
-                     "vs_cosine_ci95_lo": lo, "vs_cosine_ci95_hi": hi,
-                     f"hr@{k}": hit_rate_at_k(s_hr[name], hy, hg, k), "auc": auc(s_test[name], click),
-                     "gauc": gauc(s_test[name], click, g)})
-    # per category of the held-out item (HR@10 on sampled candidates)
-    cat_of = dict(zip(items.ids, np.asarray(items.categories)[items.category], strict=True))
-    target_cat = hr.samples.filter(pl.col("click") == 1).select("request_id", pl.col("item_id")
-                                                                 .replace_strict(cat_of).alias("cat"))
-    cats = hr.samples.join(target_cat, on="request_id", how="left", maintain_order="left")["cat"].to_numpy()
-    per_cat = []
-    for c in sorted(set(cats)):
-        m = cats == c
-        per_cat.append({"category": c, **{name: hit_rate_at_k(s_hr[name][m], hy[m], hg[m], k) for name in s_hr}})
-    # calibration of the torch ranker on the test window, at the logged positions
-    m = rankers.din["ragar"]
-    logits = _din_logits(m, test, test.cand_image(items), items)
-    with torch.no_grad():
-        p = m.click_probability(torch.from_numpy(logits), torch.from_numpy(test.samples["position"].to_numpy())).numpy()
-    bins = np.clip((p * 10).astype(int), 0, 9)
-    ece = sum(abs(p[bins == b].mean() - click[bins == b].mean()) * (bins == b).mean() for b in np.unique(bins))
-    calib = {"mean_predicted": float(p.mean()), "observed_ctr": float(click.mean()), "ece": float(ece)}
-    return {"rows": rows, "per_category": per_cat, "calibration": calib, "k": k}
-
-
-def utility_spearman(model: DINRanker, split: Split, cand_image: np.ndarray, utility: np.ndarray,
-                     items: ItemTable) -> float:
-    """Spearman between the ranker's score of each image and the oracle utility of that image for
-    its user, over the rows of ``split`` (``cand_image`` row-aligned with it)."""
-    from scipy.stats import spearmanr
-
-    logits = _din_logits(model, split, cand_image.astype(np.float32), items)
-    return float(spearmanr(logits, utility).statistic)
-
-
 def subset(split: Split, rows: np.ndarray) -> Split:
     rows = np.asarray(rows)
     return Split(split.samples[rows.tolist()], split.features[rows.tolist()], split.hist_pos, split.hist_mask,
                  split.skip_pos, split.skip_mask, split.request_row[rows])
 
 
-def _din_logits(model: DINRanker, split: Split, cand: np.ndarray, items: ItemTable) -> np.ndarray:
+def din_logits(model: DINRanker, split: Split, cand: np.ndarray, items: ItemTable) -> np.ndarray:
     d = split.din_inputs()
     return predict_logits(model, cand, d.pop("hist_pos"), d.pop("hist_mask"), din_stats(split.features),
                           items.image, items.combined, **d)

@@ -6,10 +6,11 @@ import polars as pl
 import pytest
 import torch
 
+from eval.ranker import evaluate_rankers
 from recsys.ranking.din import DINConfig, DINRanker
 from recsys.ranking.features import ItemTable, build_features, feature_names, impressions_with_labels
 from recsys.ranking.lgbm import LambdaRankRanker, group_sizes
-from recsys.ranking.pipeline import Rankers, evaluate_rankers, prepare, train_rankers
+from recsys.ranking.pipeline import Rankers, prepare, train_rankers
 from recsys.world.oracle import World
 
 

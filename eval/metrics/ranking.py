@@ -1,4 +1,9 @@
-"""Ranking metrics over grouped scores (keys like ``ndcg@10``, RecBole style)."""
+"""Ranking metrics over grouped scores (keys like ``ndcg@10``, RecBole style): the one module the
+ranker evaluation, the replay and the preference evaluation share.
+
+Ties are broken against the model everywhere: a positive tied with a negative ranks after it, so a
+constant scorer earns nothing (NDCG sorts ties lower-relevance first; HR counts tied negatives as
+ahead). ``hit_and_ndcg`` takes an already ranked list, so it has no ties to break."""
 
 from __future__ import annotations
 
@@ -34,14 +39,6 @@ def ndcg_per_group(scores: np.ndarray, labels: np.ndarray, group: np.ndarray, k:
         idcg = ((2 ** ideal - 1) / np.log2(np.arange(2, len(ideal) + 2))).sum()
         vals.append(gains.sum() / idcg)
     return np.asarray(vals)
-
-
-def paired_bootstrap_ci(a: np.ndarray, b: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of ``a - b`` over paired units with a 95% percentile bootstrap interval."""
-    d = np.asarray(a) - np.asarray(b)
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(len(d), size=(n, len(d)))].mean(1)
-    return float(d.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 def hit_rate_at_k(scores: np.ndarray, labels: np.ndarray, group: np.ndarray, k: int = 10) -> float:

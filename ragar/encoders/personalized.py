@@ -35,7 +35,7 @@ from ragar.encoders.lora import (
     tail_embedding,
     train_lora,
 )
-from ragar.generation.synthetic import geometric_augment, paste_on_backgrounds, read_real_images
+from ragar.encoders.synthetic import geometric_augment, paste_on_backgrounds, read_real_images
 
 Variant = Literal["personalized", "real-only"]
 

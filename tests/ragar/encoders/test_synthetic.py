@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ragar.encoders.base import ImageInputError
-from ragar.generation.synthetic import geometric_augment, object_mask, paste_on_backgrounds, read_real_images
+from ragar.encoders.synthetic import geometric_augment, object_mask, paste_on_backgrounds, read_real_images
 
 
 def _product_shot(size: int = 48, colour=(200, 40, 40), bg=(220, 220, 215)) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,8 @@ history is everything the user liked or clicked before. Two measures, same pairs
   (the mean embedding of the catalog items of that category with the highest oracle utility);
 - ``hr@k`` / ``ndcg@k``: the preference embedding queries the item index (history items
   excluded); a hit is the held-out item in the top k.
+
+Means carry 95% bootstrap intervals over pairs (``_lo`` / ``_hi``, :mod:`eval.metrics.intervals`).
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import numpy as np
 import polars as pl
 import torch
 
+from eval.metrics.intervals import bootstrap_ci
+from eval.metrics.ranking import hit_and_ndcg
 from recsys.data.splits import leave_last_out
 from recsys.history import build_histories, requests_at
 from recsys.index import ItemIndex
 from recsys.preference import PreferenceConfig, weigh_histories
-from recsys.ranking.metrics import hit_and_ndcg
 from recsys.world.oracle import World, user_index
 
 
@@ -80,10 +83,6 @@ def ideal_vectors(world: World, ids: np.ndarray, vectors: np.ndarray, user_ids, 
     return out
 
 
-def _ci(x: np.ndarray) -> float:
-    return float(1.96 * x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
-
-
 def evaluate_preference(world: World, ids: np.ndarray, vectors: np.ndarray, methods: list[str],
                         config: PreferenceConfig | None = None, k: int = 10, max_pairs: int = 2000,
                         seed: int = 0, index: ItemIndex | None = None) -> dict:
@@ -107,9 +106,10 @@ def evaluate_preference(world: World, ids: np.ndarray, vectors: np.ndarray, meth
             ranked = [x for x in found[i] if x >= 0 and x not in seen][:k]
             hit[i], ndcg[i] = hit_and_ndcg(ranked, {target_pos[i]}, k)
         per_pair[method] = {"ideal_cos": cos, f"hr@{k}": hit, f"ndcg@{k}": ndcg}
+        (cm, clo, chi), (hm, hlo, hhi) = bootstrap_ci(cos, seed=seed), bootstrap_ci(hit, seed=seed)
         rows.append({
-            "method": method, "pairs": len(p), "ideal_cos": float(cos.mean()), "ideal_cos_ci95": _ci(cos),
-            f"hr@{k}": float(hit.mean()), f"hr@{k}_ci95": _ci(hit), f"ndcg@{k}": float(ndcg.mean()),
+            "method": method, "pairs": len(p), "ideal_cos": cm, "ideal_cos_lo": clo, "ideal_cos_hi": chi,
+            f"hr@{k}": hm, f"hr@{k}_lo": hlo, f"hr@{k}_hi": hhi, f"ndcg@{k}": float(ndcg.mean()),
             "fallbacks": sum(f is not None for f in res.fallback),
         })
         if method == methods[0]:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from recsys.ranking.metrics import auc, gauc, hit_rate_at_k, ndcg_at_k
+from eval.metrics.ranking import auc, gauc, hit_rate_at_k, ndcg_at_k
 
 
 def test_ndcg_hand_computed():
