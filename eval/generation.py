@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from eval.metrics.intervals import bootstrap_ci, paired_bootstrap_ci
 from ragar.generation.personalize import Personalizer
+from recsys.data.images import load_rgb
 from recsys.world.attributes import AttributeReader, images_to_tensor, max_parts
 from recsys.world.oracle import World, user_index
 from recsys.world.render import CATEGORIES
@@ -117,9 +118,8 @@ def _reference_rows(world: World, reader: AttributeReader, requests: pl.DataFram
     o = world.oracle
     items = world.items.select("item_id", "image", "palette", "pattern", "finish")
     ref = requests.join(items, left_on="reference_item_id", right_on="item_id", how="left", maintain_order="left")
-    from PIL import Image
 
-    imgs = np.stack([np.asarray(Image.open(world.root / p).convert("RGB")) for p in ref["image"]])
+    imgs = np.stack([load_rgb(world.root / p) for p in ref["image"]])
     m = world_metrics(world, reader, requests, imgs, np.ones(requests.height), np.full(requests.height, np.nan))
     u = user_index(requests["user_id"].to_numpy())
     c = o.category_index(requests["category"].to_numpy())

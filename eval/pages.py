@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ragar.config import RagarConfig
+from recsys.data.images import load_rgb
 
 
 def data_stats_page(root: Path, stats: dict, hist: list[int]):
@@ -71,12 +72,12 @@ def preference_page(world, ids, res: dict, cfg: RagarConfig):
     sheet = Image.new("RGB", ((len(order) + 1) * (cell + 6) + 6, cell + 40), "white")
     d = ImageDraw.Draw(sheet)
     ref_id = ids[pairs.reference_pos[i]]
-    sheet.paste(Image.open(world.root / paths[ref_id]).convert("RGB").resize((cell, cell)), (6, 6))
+    sheet.paste(Image.fromarray(load_rgb(world.root / paths[ref_id], size=cell)), (6, 6))
     d.text((6, cell + 10), "reference", fill=(0, 0, 200))
     for j, slot in enumerate(order):
         item = h.item_ids[i][slot]
         x = 6 + (j + 1) * (cell + 6)
-        sheet.paste(Image.open(world.root / paths[item]).convert("RGB").resize((cell, cell)), (x, 6))
+        sheet.paste(Image.fromarray(load_rgb(world.root / paths[item], size=cell)), (x, 6))
         d.text((x, cell + 10), f"w={ex['weights'][i][slot]:.2f}", fill=(0, 0, 0))
         d.text((x, cell + 24), f"s={ex['similarity'][i][slot]:.2f}", fill=(90, 90, 90))
     rep.heading("Example: the weights of one user's history")
@@ -117,7 +118,6 @@ def ranker_page(res: dict):
 def batch_page(merged, summary: dict, p, out: Path, show: int = 32):
     """The first users' images with their scores, and the score distributions, as one page."""
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     from eval.report import HtmlReport
 
@@ -125,11 +125,11 @@ def batch_page(merged, summary: dict, p, out: Path, show: int = 32):
     rep.paragraph(f"{summary['users']} users on {summary['processes']} process(es); fallbacks: "
                   f"{summary['fallbacks'] or 'none'}. Every row is in merged.parquet; images under images/.")
     refs = merged["reference_item_id"].unique().sort().to_list()[:8]
-    rep.heading("References").gallery([(np.asarray(Image.open(p.reference_images[r]).convert("RGB")), r)
+    rep.heading("References").gallery([(load_rgb(p.reference_images[r]), r)
                                        for r in refs])
     head = merged.head(show)
     rep.heading(f"The first {head.height} rows")
-    rep.gallery([(np.asarray(Image.open(out / img).convert("RGB")), f"{u} fit={f:.3f} id={i:.3f}")
+    rep.gallery([(load_rgb(out / img), f"{u} fit={f:.3f} id={i:.3f}")
                  for u, img, f, i in head.select("user_id", "image", "preference_fit", "identity").iter_rows()])
     fig, axes = plt.subplots(1, 2, figsize=(8, 3))
     for ax, col in zip(axes, ("preference_fit", "identity"), strict=True):
@@ -184,7 +184,7 @@ def generation_page(res: dict, images: dict, world, personalizer, reqs, out: Pat
     names = list(images)
     k = min(8, len(reqs))
     size = images[names[0]].shape[1:3]
-    ref_imgs = [np.asarray(Image.open(personalizer.reference_images[i]).convert("RGB").resize(size))
+    ref_imgs = [load_rgb(personalizer.reference_images[i], size=size[::-1])
                 for i in reqs["reference_item_id"][:k]]
     grid = np.concatenate([np.concatenate(ref_imgs, 1)] + [np.concatenate(list(images[n][:k]), 1) for n in names], 0)
     rep.image(np.kron(grid, np.ones((3, 3, 1), np.uint8)),
@@ -261,13 +261,11 @@ def replay_page(summary: dict, rp, methods: list[str], out: Path, seed: int):
         fig.savefig(out / "tradeoff.png", dpi=110, bbox_inches="tight")
         rep.figure(fig, "RAGAR's personalization-consistency trade-off over the preference guidance scale")
     # image grid: the first requests, every method
-    from PIL import Image
 
     k = min(8, rp.requests.height)
     rows = rp.requests[:k]
     size = rp.p.pipeline.unet.config.sample_size
-    grid = [np.concatenate([np.asarray(Image.open(rp.p.reference_images[i]).convert("RGB")
-                                       .resize((size, size))) for i in rows["reference_item_id"]], 1)]
+    grid = [np.concatenate([load_rgb(rp.p.reference_images[i], size=size) for i in rows["reference_item_id"]], 1)]
     for m in methods:
         res = rp.p(rows["user_id"].to_list(), rows["reference_item_id"].to_list(), n=1, method=m,
                    seed=[seed + int(i) for i in rows["request_idx"]], as_of=rows["as_of"].to_list(), score=False)

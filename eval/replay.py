@@ -33,6 +33,7 @@ from eval.metrics.ranking import hit_and_ndcg
 from eval.metrics.semantic import embedding_similarity, history_similarity, ssim
 from ragar.distributed import Processes, ShardedJob, assign_units
 from ragar.generation.personalize import Personalizer
+from recsys.data.images import load_rgb
 from recsys.data.io import scan_interactions
 from recsys.data.schema import POSITIVE_EVENTS
 from recsys.data.splits import global_time_split
@@ -98,15 +99,12 @@ class Replay:
             self.identity_of = dict(zip(world.items["item_id"], world.items["identity_id"], strict=True))
 
     def score_chunk(self, rows: pl.DataFrame, method: str, n: int, seed: int, **gen) -> pl.DataFrame:
-        from PIL import Image
-
         p = self.p
         res = p(rows["user_id"].to_list(), rows["reference_item_id"].to_list(), n=n, method=method,
                 seed=[seed + int(i) for i in rows["request_idx"]], as_of=rows["as_of"].to_list(), **gen)
         imgs = np.stack([r.best.image for r in res])
         size = imgs.shape[1]
-        ref_imgs = np.stack([np.asarray(Image.open(p.reference_images[i]).convert("RGB")
-                                        .resize((size, size))) for i in rows["reference_item_id"]])
+        ref_imgs = np.stack([load_rgb(p.reference_images[i], size=size) for i in rows["reference_item_id"]])
         known = [r.best.embedding for r in res]  # computed by the personalizer when it scored
         emb = np.stack(known) if all(e is not None for e in known) else p.image_encoder.encode(list(imgs))
         ref_emb = p.catalog.image[[p.positions[i] for i in rows["reference_item_id"]]]

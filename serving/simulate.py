@@ -12,7 +12,6 @@ reads only what the service stored.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -20,10 +19,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 import httpx
 import numpy as np
 import polars as pl
-from PIL import Image
 from tqdm import tqdm
 
 from eval.generation import expected_utility, read_images, sample_requests
+from recsys.data.images import load_rgb
 from recsys.world.attributes import AttributeReader
 from recsys.world.config import WorldConfig
 from recsys.world.oracle import World
@@ -97,7 +96,7 @@ class Simulator:
             return {**row, "status": r.status_code, "arm": None, "utility": np.nan, "event": None}
         g = r.json()
         chosen = g["candidates"][g["chosen"]]
-        img = np.asarray(Image.open(io.BytesIO(base64.b64decode(chosen["b64_png"]))).convert("RGB"))
+        img = load_rgb(base64.b64decode(chosen["b64_png"]))
         util = float(expected_utility(self.world, read_images(self.reader, img[None]), [row["user_id"]],
                                       [row["category"]])[0])
         click = rng.random() < _sigmoid(cfg.utility_sharpness * (util - cfg.click_threshold))

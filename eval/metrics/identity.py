@@ -11,14 +11,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-
-def _unit(x: torch.Tensor, what: str) -> torch.Tensor:
-    x = torch.as_tensor(x, dtype=torch.float32)
-    if x.ndim != 2:
-        raise ValueError(f"{what} must be (N, D), got {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{what} contain NaN or inf")
-    return torch.nn.functional.normalize(x, dim=-1)
+from eval.metrics._inputs import unit_rows
 
 
 def _codes(labels, vocab: dict) -> torch.Tensor:
@@ -67,7 +60,7 @@ class FinerPersonalizationRank(Metric):
 
     def __init__(self, gallery: torch.Tensor, gallery_labels, **kwargs):
         super().__init__(**kwargs)
-        self.gallery = _unit(gallery, "gallery embeddings")
+        self.gallery = unit_rows(gallery, "gallery embeddings", ndim=2)
         if len(gallery_labels) != len(self.gallery):
             raise ValueError(f"{len(gallery_labels)} gallery labels for {len(self.gallery)} gallery embeddings")
         if len(self.gallery) == 0:
@@ -81,7 +74,7 @@ class FinerPersonalizationRank(Metric):
         self.add_state("n", default=torch.tensor(0.0), dist_reduce_fx="sum")
 
     def update(self, query: torch.Tensor, query_labels) -> None:
-        q = _unit(query, "query embeddings")
+        q = unit_rows(query, "query embeddings", ndim=2)
         if q.shape[1] != self.gallery.shape[1]:
             raise ValueError(f"query dim {q.shape[1]} != gallery dim {self.gallery.shape[1]}")
         if len(query_labels) != len(q):
@@ -120,7 +113,7 @@ class SampleSuccessRate(Metric):
 
     def update(self, anchor: torch.Tensor, positive: torch.Tensor, distractors: torch.Tensor,
                distractor_mask: torch.Tensor | None = None) -> None:
-        a, p = _unit(anchor, "anchors"), _unit(positive, "positives")
+        a, p = unit_rows(anchor, "anchors", ndim=2), unit_rows(positive, "positives", ndim=2)
         d = torch.as_tensor(distractors, dtype=torch.float32)
         if d.ndim != 3 or d.shape[0] != len(a) or d.shape[2] != a.shape[1] or p.shape != a.shape:
             raise ValueError(f"expected anchors/positives (N, D) and distractors (N, K, D); got {tuple(a.shape)}, "

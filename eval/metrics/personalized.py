@@ -17,18 +17,12 @@ from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_average_precision
 from torchmetrics.functional.retrieval import retrieval_normalized_dcg
 
-
-def _unit(x, what: str) -> torch.Tensor:
-    x = torch.as_tensor(x, dtype=torch.float32)
-    if x.ndim != 2 or len(x) == 0:
-        raise ValueError(f"{what} must be a non-empty (N, D) array, got {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{what} contain NaN or inf")
-    return torch.nn.functional.normalize(x, dim=-1)
+from eval.metrics._inputs import unit_rows
 
 
 def _check(anchors, gallery, relevant) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    a, g = _unit(anchors, "anchor embeddings"), _unit(gallery, "gallery embeddings")
+    a = unit_rows(anchors, "anchor embeddings", ndim=2, nonempty=True)
+    g = unit_rows(gallery, "gallery embeddings", ndim=2, nonempty=True)
     rel = torch.as_tensor(relevant, dtype=torch.bool)
     if a.shape[1] != g.shape[1]:
         raise ValueError(f"anchors are {a.shape[1]}-d but the gallery is {g.shape[1]}-d")

@@ -17,17 +17,12 @@ import torch
 from torchmetrics.aggregation import MeanMetric
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-
-def _unit(x: torch.Tensor, what: str) -> torch.Tensor:
-    x = torch.as_tensor(x, dtype=torch.float32)
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{what} contain NaN or inf")
-    return torch.nn.functional.normalize(x, dim=-1)
+from eval.metrics._inputs import unit_rows
 
 
 def embedding_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-pair cosine ×100 of (N, D) embeddings."""
-    a, b = _unit(a, "embeddings"), _unit(b, "embeddings")
+    a, b = unit_rows(a, "embeddings"), unit_rows(b, "embeddings")
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
     return 100 * (a * b).sum(-1)
@@ -46,7 +41,7 @@ def history_similarity(generated: torch.Tensor, history: torch.Tensor, mask: tor
                        ) -> torch.Tensor:
     """(N,) mean cosine ×100 of each generated embedding (N, D) to its history (N, H, D); rows with
     no history are NaN (no evidence either way)."""
-    g, h = _unit(generated, "generated embeddings"), _unit(history, "history embeddings")
+    g, h = unit_rows(generated, "generated embeddings"), unit_rows(history, "history embeddings")
     mask = torch.ones(h.shape[:2], dtype=torch.bool) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
     s = torch.einsum("nd,nhd->nh", g, h) * mask
     n = mask.sum(1)

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from eval.pages import batch_page
@@ -22,6 +21,7 @@ from ragar.cli.common import (
     get_config,
 )
 from ragar.cli.output import console, fail, print_table
+from recsys.data.images import load_rgb
 
 
 @app.command("embed")
@@ -91,10 +91,10 @@ def generate(
     if res.fallback:
         rep.paragraph(f"Fallback: {res.fallback}: conditioned on the reference alone.")
     ref_img = reference_image if reference is None else p.reference_images[reference]
-    rep.heading("Reference").gallery([(np.asarray(Image.open(ref_img).convert("RGB")), res.reference_source)], 128)
+    rep.heading("Reference").gallery([(load_rgb(ref_img), res.reference_source)], 128)
     shown = [h for h in res.history if h.weight > 0][:12] or res.history[:12]
     rep.heading(f"History ({len(res.history)} items; the {len(shown)} heaviest, with their weights)")
-    rep.gallery([(np.asarray(Image.open(p.reference_images[h.item_id]).convert("RGB")),
+    rep.gallery([(load_rgb(p.reference_images[h.item_id]),
                   f"w={h.weight:.3f} cos={h.similarity:.2f} {h.event_type}") for h in shown])
     rep.heading("Candidates (outlined: chosen by best-of-N)")
     rep.gallery([(c.image, f"fit={c.preference_fit:.3f} id={c.identity:.3f}") for c in res.candidates], 128,

@@ -15,6 +15,7 @@ import typer
 from ragar.cli.apps import ab_app, app, eval_app, keys_app
 from ragar.cli.common import get_config, get_runtime
 from ragar.cli.output import console, fail, print_table
+from recsys.data.images import load_rgb
 
 DbOpt = Annotated[str | None, typer.Option("--db", help="event store URL (sqlite:///path or postgresql+psycopg://...); "
                                            "default $RAGAR_DB_URL or sqlite:///runs/serve/events.db")]
@@ -369,7 +370,6 @@ def _oracle_utilities(store, judgments, data: Path, images_dir: Path) -> dict[st
     """The world's oracle utility of each judged image, for the user and the reference's category."""
     import numpy as np
     import polars as pl
-    from PIL import Image
 
     from eval.generation import expected_utility, read_images
     from ragar.generation.loading import DEMO_ATTRIBUTE_READER
@@ -384,7 +384,7 @@ def _oracle_utilities(store, judgments, data: Path, images_dir: Path) -> dict[st
     ex = ex.filter(pl.col("reference_item_id").is_in(list(cat)))
     if ex.height == 0:
         return {}
-    imgs = np.stack([np.asarray(Image.open(image_path(images_dir, r, 0)).convert("RGB")) for r in ex["request_id"]])
+    imgs = np.stack([load_rgb(image_path(images_dir, r, 0)) for r in ex["request_id"]])
     read = read_images(AttributeReader.from_pretrained(DEMO_ATTRIBUTE_READER), imgs)
     util = expected_utility(world, read, ex["user_id"].to_list(), [cat[i] for i in ex["reference_item_id"]])
     return dict(zip(ex["request_id"], util.tolist(), strict=True))

@@ -7,86 +7,30 @@ Images go in as PIL images, HxWx3 uint8 arrays, file paths or encoded bytes (upl
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-ImageLike = Image.Image | np.ndarray | str | Path | bytes
+# image decoding lives with the data (the lowest layer: the world and the validators read images
+# too); re-exported here, where the encoders' callers have always found it
+from recsys.data.images import MAX_IMAGE_PIXELS, ImageInputError, ImageLike, load_rgb, pil_to_rgb
 
-#: Reject anything bigger than this before decoding (decompression bombs).
-MAX_IMAGE_PIXELS = 4096 * 4096
-
-
-class ImageInputError(ValueError):
-    """An input that is not a usable image: says which one and why."""
-
-
-_ADDRESS = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
-
-
-def pil_to_rgb(im: Image.Image) -> np.ndarray:
-    """HxWx3 uint8 from any PIL mode: 16- and 32-bit grey scaled down (not clipped to white), float
-    grey in [0, 1] or [0, 255], transparency composited on white (a cut-out product photo keeps
-    its white page, not a black one)."""
-    if im.mode.startswith("I") or im.mode == "F":
-        a = np.asarray(im, dtype=np.float64)
-        if im.mode.startswith("I;16") or (im.mode == "I" and a.max() > 255):
-            a = a / 257.0
-        elif im.mode == "F" and a.max() <= 1.0:
-            a = a * 255.0
-        g = np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(g[..., None], 3, axis=2))
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-    return np.asarray(im.convert("RGB"))
-
-
-def load_rgb(x: ImageLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Decode to HxWx3 uint8, refusing non-images and oversized images with a clear message."""
-    if isinstance(x, np.ndarray):
-        arr = x
-        if arr.ndim == 2:
-            arr = np.repeat(arr[..., None], 3, axis=2)
-        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-            raise ImageInputError(f"array of shape {arr.shape} is not an HxWx3 image")
-        if arr.shape[0] * arr.shape[1] > max_pixels:
-            raise ImageInputError(f"image of {arr.shape[1]}x{arr.shape[0]} exceeds {max_pixels} pixels")
-        if arr.dtype != np.uint8:
-            if not np.isfinite(arr).all():
-                raise ImageInputError("image array contains NaN or inf")
-            arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(arr[..., :3])
-    if isinstance(x, (bytes, bytearray, memoryview)):  # an upload: the header is read before any pixels
-        name, x = "uploaded bytes", io.BytesIO(bytes(x))
-    else:
-        name = x
-    if isinstance(x, (str, Path, io.BytesIO)):
-        try:
-            with Image.open(x) as im:
-                if im.width * im.height > max_pixels:
-                    raise ImageInputError(f"{name}: {im.width}x{im.height} exceeds {max_pixels} pixels")
-                return pil_to_rgb(im)
-        except UnidentifiedImageError:
-            raise ImageInputError(f"{name}: not a readable image (no image format Pillow decodes: PNG, JPEG, "
-                                  "WebP, GIF, BMP, TIFF, ...)") from None
-        except (OSError, Image.DecompressionBombError) as e:
-            raise ImageInputError(f"{name}: not a readable image ({_ADDRESS.sub('', str(e))})") from None
-    if isinstance(x, Image.Image):
-        if x.width * x.height > max_pixels:
-            raise ImageInputError(f"image of {x.width}x{x.height} exceeds {max_pixels} pixels")
-        return pil_to_rgb(x)
-    raise ImageInputError(f"cannot read an image from {type(x).__name__}")
-
+__all__ = [
+    "MAX_IMAGE_PIXELS",
+    "Encoder",
+    "ImageEncoder",
+    "ImageInputError",
+    "ImageLike",
+    "TextEncoder",
+    "fingerprint",
+    "load_rgb",
+    "pil_to_rgb",
+    "to_batch",
+]
 
 def to_batch(images: Sequence[ImageLike], size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """Decode, resize (bilinear, antialiased) and normalise a list of images into (B, 3, size, size)."""

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from PIL import Image
 from torch import nn
 
+from recsys.data.images import load_rgb
 from recsys.modeling import PretrainedMixin
 from recsys.world.render import CATEGORIES, FINISHES, PALETTES, PATTERNS
 
@@ -152,7 +152,7 @@ def load_renders(root: str | Path, image_size: int, categories: list[str]) -> Re
             p, v = ident.split("~", 1)[1].split("=")
             values[p] = int(v)
         parts[r, :len(values)] = list(values.values())
-    x = images_to_tensor([np.asarray(Image.open(root / p).convert("RGB")) for p in views["image"]], image_size)
+    x = images_to_tensor([load_rgb(root / p) for p in views["image"]], image_size)
     t = lambda c: torch.as_tensor(views[c].cast(pl.Int64).to_numpy().copy())  # noqa: E731
     return RenderLabels(x, torch.as_tensor([cat_idx[c] for c in views["category"]]), t("palette"), t("pattern"),
                         t("finish"), torch.from_numpy(parts),

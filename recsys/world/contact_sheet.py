@@ -8,6 +8,8 @@ from pathlib import Path
 import polars as pl
 from PIL import Image, ImageDraw
 
+from recsys.data.images import load_rgb
+
 
 def contact_sheet(root: str | Path, n_rows: int = 8, cell: int = 64) -> Image.Image:
     """One row per item (one item per category first): its views, then each distractor next to the
@@ -35,7 +37,7 @@ def contact_sheet(root: str | Path, n_rows: int = 8, cell: int = 64) -> Image.Im
         draw.text((4, y + cell // 2), item_id, fill=(0, 0, 0))
         for ci, (rel, tag) in enumerate(cells):
             x = 150 + ci * (cell + 4)
-            im = Image.open(root / rel).convert("RGB").resize((cell, cell), Image.NEAREST)
+            im = Image.fromarray(load_rgb(root / rel, size=cell, resample=Image.NEAREST))
             sheet.paste(im, (x, y))
             if tag and tag != "src":
                 draw.rectangle([x - 1, y - 1, x + cell, y + cell], outline=(220, 0, 0))
