@@ -98,7 +98,7 @@ def build_histories(interactions: pl.DataFrame | pl.LazyFrame, requests: pl.Data
         .sort("_row", "timestamp", "item_id")  # ties in time: a fixed order, so float sums repeat exactly
         .group_by("_row", maintain_order=True)
         .agg(pl.col("item_id").tail(max_len), pl.col("_rank").tail(max_len),
-             ((pl.col("as_of") - pl.col("timestamp")).dt.total_seconds() / 86400.0).tail(max_len).alias("age"))
+             ((pl.col("as_of") - pl.col("timestamp")).dt.total_microseconds() / 86_400e6).tail(max_len).alias("age"))
         .collect()
     )
     b = req.height

@@ -46,8 +46,11 @@ def returning_traffic(world: World, n_users: int, days: int, *, seed: int = 0, v
     inter = world.interactions().join(cats.lazy(), on="item_id")
     liked = (inter.filter(pl.col("event_type").is_in(["click", "like"])).group_by("user_id", "category")
              .agg(pl.len().alias("n")).filter(pl.col("n") >= 2).select("user_id", "category"))
+    # sorted before grouping: a list's order inside a parallel group_by is not fixed, and the same
+    # seed must send the same traffic
     browsed = (inter.filter(pl.col("event_type") == "impression").join(liked, on=["user_id", "category"])
-               .group_by("user_id").agg(pl.col("item_id"), pl.col("category")).sort("user_id").collect())
+               .sort("user_id", "item_id").group_by("user_id", maintain_order=True)
+               .agg(pl.col("item_id"), pl.col("category")).collect())
     if browsed.height == 0:
         raise ValueError("no user has browsed a category they like: no traffic to simulate")
     pool = browsed[np.sort(rng.choice(browsed.height, min(n_users, browsed.height), replace=False))]

@@ -57,3 +57,11 @@ def test_remap_reads_the_history_in_another_table():
     assert full.remap(pos) is full
     _same(full.remap(other), build_histories(_log(), reqs, other))
     assert full.embeddings(__import__("numpy").arange(4.0)[:, None])[0, :, 0].tolist() == [0.0, 1.0, 3.0]
+
+
+def test_ages_keep_sub_second_precision():
+    """An event half a second before the request is half a second old, not 0 (whole seconds
+    truncated it once, so the newest event looked as old as the request)."""
+    log = _log().with_columns(pl.col("timestamp").dt.cast_time_unit("us"))
+    h = build_histories(log, requests_at(["v"], T0 + timedelta(days=5, milliseconds=500)), {"a": 0})
+    assert abs(h.age_days[0, 0] * 86400 - 0.5) < 1e-3

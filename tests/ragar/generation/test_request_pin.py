@@ -4,7 +4,8 @@ The pin was written by the code before the refactor that gave the request one hi
 preference path (``RAGAR_WRITE_PINS=1 pytest`` rewrites it, on purpose only). No training is involved, so
 nothing but the request path can move the numbers: the tiny world, the shipped generator, the
 tiny config's encoders and a ranker initialised from a fixed seed. On this machine the match is
-bit for bit; the tolerances leave room for another CPU's kernels to round a last bit differently.
+bit for bit; the tolerances leave room for a last bit rounded differently (another CPU's kernels,
+or catalog embeddings cached by another process).
 """
 
 from __future__ import annotations
@@ -63,8 +64,10 @@ def test_the_request_matches_its_pin(pinned_run):
     assert len(json.loads(str(pin["history_items"]))[0]) > 0  # a known user's history was weighted
     np.testing.assert_allclose(got["weight"], pin["weight"], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(got["similarity"], pin["similarity"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(got["fit"], pin["fit"], rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(got["identity"], pin["identity"], rtol=1e-4, atol=1e-6)
+    # scores of the images: an image off by one level in a few pixels moves its encoder's cosine
+    # by ~2e-4 (seen when the catalog's cached embeddings were written by another process)
+    np.testing.assert_allclose(got["fit"], pin["fit"], atol=1e-3)
+    np.testing.assert_allclose(got["identity"], pin["identity"], atol=1e-3)
     np.testing.assert_array_equal(got["chosen"], pin["chosen"])
     diff = np.abs(got["images"].astype(int) - pin["images"].astype(int))
     assert diff.max() <= 1 and (diff == 0).mean() > 0.995, (diff.max(), (diff == 0).mean())
