@@ -15,42 +15,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 
+from eval.results_renderers import TABLES
+
 BLOCK = re.compile(r"<!-- results: (?P<json>\S+) (?P<table>\w+) -->\n(?P<body>.*?)<!-- /results -->", re.S)
-
-
-def _fmt(v, digits: int = 3) -> str:
-    return "—" if v is None else f"{v:.{digits}f}"
-
-
-def _source(d: dict) -> str:
-    p = d.get("provenance") or {}
-    commit = (p.get("commit") or "?")[:7] + ("+" if p.get("dirty") else "")
-    return f"*`{p.get('command', '?')}` (commit {commit}, {str(p.get('date', '?'))[:10]})*"
-
-
-def generation_headline(d: dict) -> str:
-    """The README's table: RAGAR against its baselines on ``ragar eval generation``."""
-    rows = {r["method"]: r for r in d["rows"]}
-    label = {"ragar": "ragar (retrieval-weighted history)", "uniform": "uniform history",
-             "reference-only": "reference only", "ragar + best-of-4": "ragar + best-of-4",
-             "reference unchanged": "the reference, unchanged"}
-    out = [f"| on {d['requests']} demo-world requests, same seeds | oracle utility [95% CI] | ideal palette "
-           "| parts kept | identity cos |", "|---|---|---|---|---|"]
-    for key, name in label.items():
-        r = rows.get(key)
-        if r is None:
-            continue
-        u = r["utility"]
-        out.append(f"| {name} | {_fmt(u['mean'])} [{_fmt(u['ci'][0])}, {_fmt(u['ci'][1])}] "
-                   f"| {_fmt(r['ideal_palette']['mean'])} | {_fmt(r['parts_kept']['mean'])} "
-                   f"| {_fmt(r['identity_cos']['mean'])} |")
-    return "\n".join(out) + "\n\n" + _source(d) + "\n"
-
-
-TABLES: dict[str, Callable[[dict], str]] = {"generation_headline": generation_headline}
 
 
 def render_block(root: Path, json_path: str, table: str) -> str:

@@ -28,6 +28,25 @@ COMMANDS = {
         ["ragar", "eval", "generation", "--data", "runs/demo/world", "--rankers", "runs/demo/rankers",
          "--requests", "120", "--config", "demo", "--out", "runs/results/generation"],
         "runs/results/generation/generation.json"),
+    "docs/results/preference.json": (
+        ["ragar", "eval", "preference", "--data", "runs/demo/world", "--config", "demo",
+         "--out", "runs/results/preference"],
+        "runs/results/preference/preference.json"),
+    "docs/results/ranker.json": (
+        ["ragar", "eval", "ranker", "--data", "runs/demo/world", "--rankers", "runs/demo/rankers", "--config", "demo",
+         "--out", "runs/results/ranker"],
+        "runs/results/ranker/ranker.json"),
+    "docs/results/clpips.json": (
+        ["ragar", "eval", "clpips", "--data", "runs/demo/world", "--out", "runs/results/clpips"],
+        "runs/results/clpips/clpips.json"),
+    "docs/results/replay.json": (
+        ["ragar", "eval", "replay", "--data", "runs/demo/world", "--rankers", "runs/demo/rankers",
+         "--requests", "200", "--config", "demo", "--out", "runs/results/replay"],
+        "runs/results/replay/replay.json"),
+    "docs/results/personalized_encoder.json": (
+        ["ragar", "eval", "personalized-encoder", "--data", "runs/demo/world", "--identities", "24",
+         "--config", "demo", "--out", "runs/results/personalized-encoder"],
+        "runs/results/personalized-encoder/personalized_encoder.json"),
 }
 
 
@@ -38,16 +57,17 @@ def documents() -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tables", action="store_true", help="only rewrite the tables")
+    ap.add_argument("--only", nargs="*", default=None, help="rerun only these JSONs (docs/results/NAME.json)")
     a = ap.parse_args(argv)
-    cited = sorted({m["json"] for doc in documents() for m in blocks(doc.read_text())})
-    missing = [c for c in cited if c not in COMMANDS]
+    cited = sorted({m["json"] for doc in documents() for m in blocks(doc.read_text())} | set(a.only or []))
+    missing = [c for c in cited if c not in COMMANDS]  # a table whose JSON no command remakes
     if missing:
         sys.exit(f"no command registered for {missing} in scripts/results.py")
     if not a.tables:
         if not (ROOT / "runs/demo/rankers/rankers.json").exists():
             sys.exit("run `make demo` first: the results commands read runs/demo")
         bin_dir = Path(sys.executable).parent
-        for target in cited:
+        for target in a.only if a.only is not None else cited:
             cmd, written = COMMANDS[target]
             print("$", " ".join(cmd), flush=True)
             subprocess.run([str(bin_dir / cmd[0]), *cmd[1:]], cwd=ROOT, check=True)

@@ -322,6 +322,7 @@ def eval_personalized_encoder(
     except ValueError as e:
         raise fail(str(e)) from None
     res["settings"] = {"lora": lora.model_dump(), "data": synth.model_dump()}
+    res["provenance"] = provenance(cfg)
     write_json(res, out / "personalized_encoder.json")
     personalized_page(res, examples).write(out / "report.html")
     rows = [{"encoder": e["encoder"], "metric": e["metric"], "mean": e["mean"],
@@ -363,6 +364,7 @@ def eval_clpips(
         raise fail(str(e)) from None
     model.save_pretrained(out / "clpips")
     rep["judgments"] = source
+    rep["provenance"] = provenance()
     write_json(rep, out / "clpips.json")
     print_table([{"distance": k, **rep[k]} for k in ("unfitted", "fitted")],
                 f"CLPIPS on {rep['held_out_pairs']} held-out pairs (judged by: {source.split(' (')[0]})")

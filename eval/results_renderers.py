@@ -1,0 +1,201 @@
+"""How each results JSON renders as markdown: one function per marked block (``TABLES``).
+
+Each takes the JSON the measuring command wrote and returns the table (and the sentences whose
+numbers come from the same JSON), ending with the command, commit and date that produced it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def _fmt(v, digits: int = 3, sign: bool = False) -> str:
+    if v is None:
+        return "—"
+    s = f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+    return s.replace("-", "−")
+
+
+def _ci(ci, digits: int = 3, sign: bool = False) -> str:
+    return f"[{_fmt(ci[0], digits, sign)}, {_fmt(ci[1], digits, sign)}]"
+
+
+def _source(d: dict) -> str:
+    p = d.get("provenance") or {}
+    commit = (p.get("commit") or "?")[:7] + ("+" if p.get("dirty") else "")
+    return f"*`{p.get('command', '?')}` (commit {commit}, {str(p.get('date', '?'))[:10]})*"
+
+
+def _rows(d: dict, key: str = "method") -> dict[str, dict]:
+    return {r[key]: r for r in d["rows"]}
+
+
+def _diff(d: dict, method: str, versus: str, metric: str) -> dict | None:
+    return next((x for x in d.get("differences", []) if (x["method"], x["versus"], x["metric"])
+                 == (method, versus, metric)), None)
+
+
+def _mean(r: dict, k: str):
+    v = r.get(k)
+    return v["mean"] if isinstance(v, dict) else v
+
+
+# --- generation ---------------------------------------------------------------------------------
+
+GENERATION_LABELS = {"ragar": "ragar (retrieval-weighted history)", "uniform": "uniform history",
+                     "reference-only": "reference only", "ragar + best-of-4": "ragar + best-of-4",
+                     "reference unchanged": "the reference, unchanged"}
+
+
+def generation_headline(d: dict) -> str:
+    """The README's table: RAGAR against its baselines on ``ragar eval generation``."""
+    rows = _rows(d)
+    out = [f"| on {d['requests']} demo-world requests, same seeds | oracle utility [95% CI] | ideal palette "
+           "| parts kept | identity cos |", "|---|---|---|---|---|"]
+    for key, name in GENERATION_LABELS.items():
+        r = rows.get(key)
+        if r is None:
+            continue
+        u = r["utility"]
+        out.append(f"| {name} | {_fmt(u['mean'])} {_ci(u['ci'])} | {_fmt(r['ideal_palette']['mean'])} "
+                   f"| {_fmt(r['parts_kept']['mean'])} | {_fmt(r['identity_cos']['mean'])} |")
+    return "\n".join(out) + "\n\n" + _source(d) + "\n"
+
+
+def generation_full(d: dict) -> str:
+    """docs/RESULTS.md: every row of ``ragar eval generation`` with every column."""
+    out = ["| method | oracle utility [95% CI] | ideal palette | category kept | parts kept | identity cos (NearID) "
+           "| ranker fit |", "|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        u = r["utility"]
+        util = f"{_fmt(u['mean'])} {_ci(u['ci'])}" if u.get("ci") else _fmt(u["mean"])
+        out.append(f"| {r['method']} | {util} | " + " | ".join(
+            _fmt(_mean(r, k)) for k in ("ideal_palette", "category_kept", "parts_kept", "identity_cos",
+                                        "ranker_fit")) + " |")
+    return "\n".join(out) + "\n\n" + _source(d) + "\n"
+
+
+def generation_differences(d: dict) -> str:
+    """docs/RESULTS.md: the paired differences of ``ragar eval generation``."""
+    metrics = ("utility", "ideal_palette", "parts_kept", "identity_cos")
+    out = ["| comparison | oracle utility | ideal palette | parts kept | identity cos |", "|---|---|---|---|---|"]
+    pairs = sorted({(x["method"], x["versus"]) for x in d["differences"] if x["method"].startswith("ragar")},
+                   key=lambda p: (p[0] != "ragar", p))
+    for a, b in pairs:
+        cells = []
+        for m in metrics:
+            x = _diff(d, a, b, m)
+            cells.append("—" if x is None else f"{_fmt(x['diff'], sign=True)} {_ci(x['ci'], sign=True)}")
+        out.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n\n" + _source(d) + "\n"
+
+
+# --- preference, rankers ------------------------------------------------------------------------
+
+def preference_table(d: dict) -> str:
+    """docs/RESULTS.md: ``ragar eval preference`` (means with 95% bootstrap intervals over pairs)."""
+    k = d["k"]
+    out = [f"| method | ideal_cos [95% CI] | hr@{k} [95% CI] | ndcg@{k} |", "|---|---|---|---|"]
+    for r in d["rows"]:
+        out.append(f"| {r['method']} | {_fmt(r['ideal_cos'])} {_ci((r['ideal_cos_lo'], r['ideal_cos_hi']))} "
+                   f"| {_fmt(r[f'hr@{k}'])} {_ci((r[f'hr@{k}_lo'], r[f'hr@{k}_hi']))} | {_fmt(r[f'ndcg@{k}'])} |")
+    rows = _rows(d)
+    ragar = rows.get("ragar")
+    for base in ("uniform", "recency", "reference-only"):
+        if ragar and base in rows:
+            dc, dh = ragar["ideal_cos"] - rows[base]["ideal_cos"], ragar[f"hr@{k}"] - rows[base][f"hr@{k}"]
+            out += ["", f"ragar − {base}: ideal_cos {_fmt(dc, sign=True)}, hr@{k} {_fmt(dh, sign=True)} "
+                    f"({ragar['pairs']} pairs, the same for every method)."]
+    return "\n".join(out) + "\n\n" + _source(d) + "\n"
+
+
+RANKER_LABELS = {"popularity": "popularity (past clicks)", "cosine": "cosine(RAGAR preference, item)",
+                 "cosine-uniform": "cosine(uniform mean, item)", "lightgbm": "LightGBM LambdaRank",
+                 "lightgbm-uniform": "LightGBM, uniform-history features", "din": "torch ranker (DIN attention)",
+                 "din-uniform": "torch ranker, mean-pooled history"}
+
+
+def ranker_table(d: dict) -> str:
+    """docs/RESULTS.md: ``ragar eval ranker`` on the test window, with the oracle Spearman and calibration."""
+    k = d["k"]
+    out = [f"| model | NDCG@{k} | − cosine [95% CI] | HR@{k} | AUC | GAUC |", "|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        vs = "—" if r["model"] == "cosine" else (f"{_fmt(r[f'ndcg@{k}_vs_cosine'], sign=True)} "
+                                                 f"{_ci((r['vs_cosine_ci95_lo'], r['vs_cosine_ci95_hi']), sign=True)}")
+        out.append(f"| {RANKER_LABELS.get(r['model'], r['model'])} | {_fmt(r[f'ndcg@{k}'])} | {vs} "
+                   f"| {_fmt(r[f'hr@{k}'])} | {_fmt(r['auc'])} | {_fmt(r['gauc'])} |")
+    sp, cal = d.get("oracle_spearman") or {}, d["calibration"]
+    out.append("")
+    if sp:
+        out.append("Spearman of the torch ranker's score of a held-out item's unseen view with the oracle utility: "
+                   + ", ".join(f"{_fmt(v)} ({name})" for name, v in sp.items()) + ".")
+    out.append(f"Calibration at the logged slots: mean predicted click probability {_fmt(cal['mean_predicted'])}, "
+               f"observed CTR {_fmt(cal['observed_ctr'])}, ECE {_fmt(cal['ece'])}.")
+    return "\n".join(out) + "\n\n" + _source(d) + "\n"
+
+
+# --- evaluation suite ---------------------------------------------------------------------------
+
+REPLAY_COLUMNS = {"utility": "oracle utility", "ideal_palette": "ideal palette", "hist_cos": "hist cos ×100",
+                  "hr@10": "HR@10", "ndcg@10": "NDCG@10", "sem_cos": "sem cos ×100", "ssim": "SSIM",
+                  "clpips": "CLPIPS ↓", "identity_cos": "identity cos", "fpr_ap@100": "FPR AP@100",
+                  "parts_kept": "parts kept"}
+
+
+def replay_table(d: dict) -> str:
+    """docs/RESULTS.md: ``ragar eval replay`` means, and RAGAR's paired differences."""
+    cols = [c for c in REPLAY_COLUMNS if c in d["rows"][0]]
+    out = ["| method | " + " | ".join(REPLAY_COLUMNS[c] for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    for r in d["rows"]:
+        out.append(f"| {r['method']} | " + " | ".join(
+            _fmt(_mean(r, c), 2 if c in ("hist_cos", "sem_cos") else 3) for c in cols) + " |")
+    out.append("")
+    for versus in [r["method"] for r in d["rows"] if r["method"] != "ragar"]:
+        parts = []
+        for m in ("utility", "ideal_palette", "identity_cos", "parts_kept"):
+            x = _diff(d, "ragar", versus, m)
+            if x is not None:
+                parts.append(f"{REPLAY_COLUMNS[m]} {_fmt(x['diff'], sign=True)} {_ci(x['ci'], sign=True)}")
+        if parts:
+            out.append(f"ragar − {versus} ({d['requests']} requests, paired): " + "; ".join(parts) + ".")
+    return "\n".join(out) + "\n\n" + _source(d) + "\n"
+
+
+def clpips_table(d: dict) -> str:
+    """docs/RESULTS.md: ``ragar eval clpips`` on the held-out ranked pairs."""
+    out = ["| distance | 2AFC | Spearman ρ | ICC(2,1) |", "|---|---|---|---|"]
+    for name, key in (("unfitted (every layer weight 1)", "unfitted"), ("fitted", "fitted")):
+        r = d[key]
+        out.append(f"| {name} | {_fmt(r['2afc'])} | {_fmt(r['spearman'])} | {_fmt(r['icc'])} |")
+    out += ["", f"{d['train_pairs']} pairs for fitting, {d['held_out_pairs']} held out (split by reference "
+            "identity); fitted layer weights " + ", ".join(_fmt(w) for w in d["weights"]) + "."]
+    return "\n".join(out) + "\n\n" + _source(d) + "\n"
+
+
+ENCODER_LABELS = {"base": "base EfficientNet-Lite0", "real-only": "LoRA on the 3 real images alone",
+                  "personalized": "personalized LoRA"}
+
+
+def personalized_encoder_table(d: dict) -> str:
+    """docs/RESULTS.md, docs/PERSONALIZED_ENCODER.md: ``ragar eval personalized-encoder``."""
+    s = d["summary"]
+    enc = {(r["encoder"], r["metric"]): r for r in s["encoders"]}
+    out = ["| encoder | retrieval NDCG [95% CI] | classification PR-AUC [95% CI] |", "|---|---|---|"]
+    for e, name in ENCODER_LABELS.items():
+        cells = [f"{_fmt(enc[(e, m)]['mean'])} {_ci((enc[(e, m)]['ci_low'], enc[(e, m)]['ci_high']))}"
+                 for m in ("ndcg", "pr_auc")]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    out.append("")
+    for r in s["differences"]:
+        out.append(f"- {r['comparison']}, {r['metric']}: {_fmt(r['mean'], sign=True)} "
+                   f"{_ci((r['ci_low'], r['ci_high']), sign=True)} ({r['relative'] * 100:+.0f} % relative; "
+                   f"better on {r['wins']} of {r['identities']} identities)")
+    return "\n".join(out) + "\n\n" + _source(d) + "\n"
+
+
+TABLES: dict[str, Callable[[dict], str]] = {
+    "generation_headline": generation_headline, "generation_full": generation_full,
+    "generation_differences": generation_differences, "preference_table": preference_table,
+    "ranker_table": ranker_table, "replay_table": replay_table, "clpips_table": clpips_table,
+    "personalized_encoder_table": personalized_encoder_table,
+}
