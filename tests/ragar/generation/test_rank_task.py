@@ -45,11 +45,15 @@ def task(tiny_personalizer, tiny_world):
     return RankTask(scorer, TinyImageModel(scorer.model.config.cand_dim), 16, users, as_of)
 
 
-def test_the_loss_is_the_pairwise_softplus_of_the_ranker(task):
-    g = torch.Generator().manual_seed(1)
+def _pair(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two predicted clean images per pair in [-1, 1] (the own one differentiable), rows 0..2."""
+    g = torch.Generator().manual_seed(seed)
     own = (torch.rand(3, 3, 16, 16, generator=g) * 2 - 1).requires_grad_(True)
-    other = torch.rand(3, 3, 16, 16, generator=g) * 2 - 1
-    rows = torch.tensor([0, 1, 2])
+    return own, torch.rand(3, 3, 16, 16, generator=g) * 2 - 1, torch.tensor([0, 1, 2])
+
+
+def test_the_loss_is_the_pairwise_softplus_of_the_ranker(task):
+    own, other, rows = _pair(1)
     loss = task.loss(own, other, rows)
     emb = task.embed(torch.cat([own, other]).detach())
     logits = task.scorer.logits(task.inputs.take(rows), torch.stack([emb[:3], emb[3:]], 1))
@@ -67,10 +71,7 @@ def test_the_loss_is_the_pairwise_softplus_of_the_ranker(task):
 
 def test_a_step_against_the_gradient_lowers_the_loss(task):
     """What fine-tuning relies on: moving the own image along -grad makes the ranker prefer it."""
-    g = torch.Generator().manual_seed(2)
-    own = (torch.rand(3, 3, 16, 16, generator=g) * 2 - 1).requires_grad_(True)
-    other = torch.rand(3, 3, 16, 16, generator=g) * 2 - 1
-    rows = torch.tensor([0, 1, 2])
+    own, other, rows = _pair(2)
     before = task.loss(own, other, rows)
     before.backward()
     with torch.no_grad():
