@@ -217,11 +217,12 @@ def replay_table(summary: dict, k: int) -> tuple[list[str], list[dict]]:
                   for r in summary["rows"]]
 
 
-def replay_page(summary: dict, rp, methods: list[str], out: Path, seed: int):
-    """The page of ``eval replay``: tables, bars, the trade-off curve, and an image grid that runs
-    the generator again on the first requests (saves replay_bars.png and tradeoff.png under ``out``)."""
+def replay_page(summary: dict, rp, methods: list[str], out: Path, scores):
+    """The page of ``eval replay``: tables, bars, the trade-off curve, and the images the replay
+    chose for the first requests (saves replay_bars.png and tradeoff.png under ``out``)."""
     import matplotlib.pyplot as plt
 
+    from eval.replay import chosen_images
     from eval.report import HtmlReport
 
     keys, table = replay_table(summary, rp.k)
@@ -260,16 +261,14 @@ def replay_page(summary: dict, rp, methods: list[str], out: Path, seed: int):
         fig.tight_layout()
         fig.savefig(out / "tradeoff.png", dpi=110, bbox_inches="tight")
         rep.figure(fig, "RAGAR's personalization-consistency trade-off over the preference guidance scale")
-    # image grid: the first requests, every method
-
+    # image grid: the first requests, every method (the images the replay chose, not regenerated)
     k = min(8, rp.requests.height)
     rows = rp.requests[:k]
-    size = rp.p.pipeline.unet.config.sample_size
+    idx = rows["request_idx"].to_list()
+    shown = [chosen_images(scores, m, idx) for m in methods]
+    size = shown[0].shape[1]
     grid = [np.concatenate([load_rgb(rp.p.reference_images[i], size=size) for i in rows["reference_item_id"]], 1)]
-    for m in methods:
-        res = rp.p(rows["user_id"].to_list(), rows["reference_item_id"].to_list(), n=1, method=m,
-                   seed=[seed + int(i) for i in rows["request_idx"]], as_of=rows["as_of"].to_list(), score=False)
-        grid.append(np.concatenate([r.best.image for r in res], 1))
+    grid += [np.concatenate(list(imgs), 1) for imgs in shown]
     rep.image(np.kron(np.concatenate(grid, 0), np.ones((3, 3, 1), np.uint8)),
               "rows: the reference, then " + ", ".join(methods) + "; columns: requests (same seed per column)")
     return rep

@@ -80,6 +80,20 @@ def identity_gallery(world, encoder, progress: bool = True) -> IdentityGallery:
     return IdentityGallery(emb, v["identity_id"].to_list(), v["category"].to_list())
 
 
+#: the column holding each request's chosen image (raw HxWx3 uint8 bytes, square)
+IMAGE = "image_rgb"
+NOT_METRICS = ("request_idx", "method", IMAGE)
+
+
+def chosen_images(scores: pl.DataFrame, method: str, request_idx: list[int]) -> np.ndarray:
+    """(len(request_idx), S, S, 3) the images the replay chose for ``method`` at those requests."""
+    rows = scores.filter(pl.col("method") == method).select("request_idx", IMAGE)
+    by = dict(rows.iter_rows())
+    raw = [np.frombuffer(by[i], np.uint8) for i in request_idx]
+    side = round((raw[0].size // 3) ** 0.5)
+    return np.stack([r.reshape(side, side, 3) for r in raw])
+
+
 class Replay:
     """Holds what every method's scoring shares: catalog index, histories, reference images."""
 
@@ -112,6 +126,7 @@ class Replay:
         hpos, hmask = self.hist_pos[idx], self.hist_mask[idx]
         hist = torch.from_numpy(p.catalog.image[np.where(hmask, hpos, 0)])
         out = {"request_idx": idx, "method": [method] * len(idx),
+               IMAGE: [im.tobytes() for im in imgs],  # the chosen image, so the report never regenerates it
                "sem_cos": embedding_similarity(torch.from_numpy(emb), torch.from_numpy(ref_emb)).numpy(),
                "ssim": ssim(torch.from_numpy(imgs), torch.from_numpy(ref_imgs)).numpy(),
                "hist_cos": history_similarity(torch.from_numpy(emb), hist, torch.from_numpy(hmask)).numpy(),
@@ -145,7 +160,7 @@ def run_replay(replay: Replay, methods: list[str], out: str | Path, n: int = 1, 
     reqs = replay.requests
     unit = assign_units(reqs["user_id"].to_list(), unit_size)
     settings = {"requests": reqs.height, "methods": methods, "n": n, "seed": seed, "batch": batch,
-                "unit_size": unit_size}
+                "unit_size": unit_size, "shard_format": 2}  # 2: shards keep the chosen image (IMAGE)
     present = sorted(set(unit.tolist()))
     job = ShardedJob(out, settings, [(m, u) for m in methods for u in present], procs)
     todo = list(job.mine())
@@ -162,7 +177,7 @@ def run_replay(replay: Replay, methods: list[str], out: str | Path, n: int = 1, 
 def summarize(scores: pl.DataFrame, baselines: tuple[str, ...] = ("uniform", "reference-only"), seed: int = 0
               ) -> dict:
     """Per method means with bootstrap 95% intervals, and paired differences against the baselines."""
-    metrics = [c for c in scores.columns if c not in ("request_idx", "method")]
+    metrics = [c for c in scores.columns if c not in NOT_METRICS]
     methods = scores["method"].unique(maintain_order=True).to_list()
     by = {m: scores.filter(pl.col("method") == m).sort("request_idx") for m in methods}
     rows, diffs = [], []
@@ -195,5 +210,5 @@ def tradeoff_curve(rp, scales: list[float], seed: int, n_requests: int = 48) -> 
     for s in tqdm(scales, desc="trade-off sweep"):
         df = rp.score_chunk(rows, "ragar", 1, seed, preference_guidance_scale=s)
         out.append({"preference_guidance_scale": s, **{c: float(np.nanmean(df[c].to_numpy())) for c in df.columns
-                                                     if c not in ("request_idx", "method")}})
+                                                     if c not in NOT_METRICS}})
     return out

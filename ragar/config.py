@@ -73,6 +73,8 @@ class DemoConfig(BaseModel):
     best_of: int = Field(4, ge=1)
     clpips_pairs: int = Field(2000, ge=20)
     tradeoff_scales: str = "0,1,2,3,5"
+    replay_gallery: bool = Field(True, description="the replay's Finer-Personalization Rank over every render "
+                                                   "(embeds them all with the identity encoder)")
 
 
 class RagarConfig(BaseModel):

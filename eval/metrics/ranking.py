@@ -73,12 +73,32 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def gauc(scores: np.ndarray, labels: np.ndarray, group: np.ndarray) -> float:
-    """Impression-weighted mean of per-group AUC over groups with both classes."""
-    num = den = 0.0
-    for idx in _groups(np.asarray(group)):
-        y = np.asarray(labels)[idx] > 0
-        if y.all() or not y.any():
-            continue
-        num += roc_auc_score(y, np.asarray(scores)[idx]) * len(idx)
-        den += len(idx)
-    return num / den if den else float("nan")
+    """Impression-weighted mean of per-group AUC over groups with both classes.
+
+    Each group's AUC is the Mann-Whitney statistic over average ranks (tied scores count a half,
+    as ``roc_auc_score`` counts them), all groups at once: one sort instead of one sklearn call per
+    request (tens of thousands on the demo world's test window)."""
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels) > 0
+    if len(s) == 0:
+        return float("nan")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or inf")
+    _, g = np.unique(np.asarray(group), return_inverse=True)
+    order = np.lexsort((s, g))
+    gs, ss, ys = g[order], s[order], y[order]
+    pos = np.arange(len(s))
+    new_group = np.r_[True, gs[1:] != gs[:-1]]
+    new_tie = new_group | np.r_[True, ss[1:] != ss[:-1]]
+    first = pos[new_tie]
+    last = np.r_[first[1:], len(s)] - 1
+    group_start = np.maximum.accumulate(np.where(new_group, pos, 0))
+    rank = ((first + last) / 2.0)[np.cumsum(new_tie) - 1] - group_start + 1.0  # average rank within the group
+    n = np.bincount(gs)
+    n_pos = np.bincount(gs, weights=ys.astype(np.float64))
+    rank_pos = np.bincount(gs, weights=rank * ys)
+    ok = (n_pos > 0) & (n_pos < n)
+    if not ok.any():
+        return float("nan")
+    n_neg = n[ok] - n_pos[ok]
+    per_group = (rank_pos[ok] - n_pos[ok] * (n_pos[ok] + 1) / 2.0) / (n_pos[ok] * n_neg)
+    return float((per_group * n[ok]).sum() / n[ok].sum())

@@ -60,9 +60,12 @@ def _demo_generation(cfg: RagarConfig, world_dir: Path, out: Path, config, set_)
     if not (DEMO_GENERATOR / "unet").is_dir():
         console.print(f"[yellow]no shipped generator in {DEMO_GENERATOR}: generation steps skipped[/]")
         return
+    import shutil
+
+    import polars as pl
+
     d = cfg.demo
     user = "u000001"
-    import polars as pl
 
     first = pl.read_parquet(world_dir / "items.parquet")["item_id"][0]
     common = {"rankers": out / "rankers", "generator": None, "seed": 0, "config": config, "set_": set_}
@@ -71,5 +74,8 @@ def _demo_generation(cfg: RagarConfig, world_dir: Path, out: Path, config, set_)
     eval_generation(data=world_dir, rank_generator=None, ablation_generator=None, reader=None,
                     requests=d.generation_requests, best_of=d.best_of, out=out / "generation", **common)
     eval_clpips(data=world_dir, pairs=None, n_pairs=d.clpips_pairs, image_size=128, seed=0, out=out / "clpips")
+    # the demo's replay starts afresh: a resumable job refuses another run's settings in its directory
+    shutil.rmtree(out / "replay", ignore_errors=True)
     eval_replay(data=world_dir, methods="ragar,uniform,reference-only", requests=d.replay_requests, n=1, cut=0.8,
-                k=10, tradeoff_scales=d.tradeoff_scales, reader=None, out=out / "replay", **common)
+                k=10, tradeoff_scales=d.tradeoff_scales, reader=None, gallery=d.replay_gallery, out=out / "replay",
+                **common)

@@ -237,7 +237,7 @@ def eval_replay(
     summary["provenance"] = provenance(cfg)
     write_json(summary, out / "replay.json")
     print_table(replay_table(summary, rp.k)[1], f"offline replay: {summary['requests']} held-out requests, same seeds")
-    replay_page(summary, rp, wanted, out, seed).write(out / "replay.html")
+    replay_page(summary, rp, wanted, out, scores).write(out / "replay.html")
     console.print(f"wrote {out}/replay.json and {out}/replay.html")
     return summary
 

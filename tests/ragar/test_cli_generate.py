@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -106,6 +107,16 @@ def test_eval_replay_resumes_and_reports(gen_args, tiny_models, tmp_path):
     assert [row["method"] for row in res["rows"]] == ["ragar", "reference-only", "uniform"]
     assert {"hist_cos", "sem_cos", "ssim", "clpips", "hr@10", "ndcg@10", "ranker_fit"} <= set(res["metrics"])
     assert len(res["tradeoff"]) == 2 and (out / "replay.html").exists()
+    # the report shows the images the replay chose, kept with the scores: the page generates nothing
+    import polars as pl
+
+    from eval.replay import chosen_images
+
+    merged = pl.read_parquet(out / "merged.parquet")
+    assert "image_rgb" not in res["metrics"]
+    req = merged.filter(pl.col("method") == "ragar")["request_idx"][0]
+    shown = chosen_images(merged, "ragar", [req])[0]
+    assert shown.dtype == np.uint8 and shown.shape[2] == 3 and shown.std() > 0
     shards = sorted(p.name for p in (out / "shards").glob("*.parquet"))
     # resume: delete one shard, rerun; only it is recomputed and the results are identical
     (out / "shards" / shards[0]).unlink()

@@ -39,3 +39,23 @@ def test_auc_and_gauc():
     y = np.array([1, 0, 1, 0, 1])
     g = np.array([0, 0, 1, 1, 2])  # group 2 has one class only: skipped
     assert gauc(s, y, g) == pytest.approx((1.0 * 2 + 0.0 * 2) / 4)
+
+
+def test_gauc_is_the_weighted_mean_of_sklearn_aucs_per_group():
+    """The one-sort GAUC against the per-group definition, ties and one-class groups included."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 300, 5000)
+    s = rng.integers(0, 6, 5000) / 5.0  # many ties
+    y = rng.random(5000) < 0.2
+    num = den = 0.0
+    for k in np.unique(g):
+        m = g == k
+        if y[m].any() and not y[m].all():
+            num += roc_auc_score(y[m], s[m]) * m.sum()
+            den += m.sum()
+    assert gauc(s, y, g) == pytest.approx(num / den, abs=1e-12)
+    assert np.isnan(gauc(s, np.zeros(5000), g))
+    with pytest.raises(ValueError, match="NaN"):
+        gauc(np.full(3, np.nan), [1, 0, 1], [0, 0, 0])
