@@ -217,6 +217,26 @@ def replay_table(summary: dict, k: int) -> tuple[list[str], list[dict]]:
                   for r in summary["rows"]]
 
 
+def tradeoff_figure(tradeoff: list[dict]):
+    """Personalization and consistency against the preference guidance scale, each on its own
+    axis over its whole natural range (consistency on [0, 1]), so a flat line reads as flat."""
+    import matplotlib.pyplot as plt
+
+    x = [r["preference_guidance_scale"] for r in tradeoff]
+    y = "utility" if "utility" in tradeoff[0] else "hist_cos"
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.2))
+    a.plot(x, [r[y] for r in tradeoff], "o-", color="#c33")
+    a.set_ylabel(f"personalization: {y}")
+    b.plot(x, [r["identity_cos"] for r in tradeoff], "o-", color="#47a")
+    b.set_ylim(0, 1)
+    b.set_ylabel("consistency: identity cos to the reference")
+    for ax in (a, b):
+        ax.set_xlabel("preference guidance scale")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def replay_page(summary: dict, rp, methods: list[str], out: Path, scores):
     """The page of ``eval replay``: tables, bars, the trade-off curve, and the images the replay
     chose for the first requests (saves replay_bars.png and tradeoff.png under ``out``)."""
@@ -250,15 +270,7 @@ def replay_page(summary: dict, rp, methods: list[str], out: Path, scores):
     rep.figure(fig, "means with 95% bootstrap intervals over requests")
     fig.savefig(out / "replay_bars.png", dpi=110, bbox_inches="tight")
     if summary["tradeoff"]:
-        t = summary["tradeoff"]
-        y = "utility" if "utility" in t[0] else "hist_cos"
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        ax.plot([r["identity_cos"] for r in t], [r[y] for r in t], "o-")
-        for r in t:
-            ax.annotate(f"s={r['preference_guidance_scale']:g}", (r["identity_cos"], r[y]), fontsize=8)
-        ax.set_xlabel("consistency: identity_cos to the reference")
-        ax.set_ylabel(f"personalization: {y}")
-        fig.tight_layout()
+        fig = tradeoff_figure(summary["tradeoff"])
         fig.savefig(out / "tradeoff.png", dpi=110, bbox_inches="tight")
         rep.figure(fig, "RAGAR's personalization-consistency trade-off over the preference guidance scale")
     # image grid: the first requests, every method (the images the replay chose, not regenerated)

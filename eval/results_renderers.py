@@ -100,12 +100,14 @@ def preference_table(d: dict) -> str:
         out.append(f"| {r['method']} | {_fmt(r['ideal_cos'])} {_ci((r['ideal_cos_lo'], r['ideal_cos_hi']))} "
                    f"| {_fmt(r[f'hr@{k}'])} {_ci((r[f'hr@{k}_lo'], r[f'hr@{k}_hi']))} | {_fmt(r[f'ndcg@{k}'])} |")
     rows = _rows(d)
-    ragar = rows.get("ragar")
+    ragar, diffs = rows.get("ragar"), []
     for base in ("uniform", "recency", "reference-only"):
         if ragar and base in rows:
             dc, dh = ragar["ideal_cos"] - rows[base]["ideal_cos"], ragar[f"hr@{k}"] - rows[base][f"hr@{k}"]
-            out += ["", f"ragar − {base}: ideal_cos {_fmt(dc, sign=True)}, hr@{k} {_fmt(dh, sign=True)} "
-                    f"({ragar['pairs']} pairs, the same for every method)."]
+            diffs.append(f"- ragar − {base}: ideal_cos {_fmt(dc, sign=True)}, hr@{k} {_fmt(dh, sign=True)} "
+                         f"(the same {ragar['pairs']} pairs)")
+    if diffs:
+        out += ["", *diffs]
     return "\n".join(out) + "\n\n" + _source(d) + "\n"
 
 
