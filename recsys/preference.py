@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from recsys.history import HistoryBatch
+if TYPE_CHECKING:  # the history module reads logs with polars, which the GPU path does not carry
+    from recsys.history import HistoryBatch
 
 Method = Literal["ragar", "uniform", "recency", "reference-only"]
 METHODS: tuple[str, ...] = ("ragar", "uniform", "recency", "reference-only")
