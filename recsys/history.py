@@ -30,41 +30,43 @@ class HistoryBatch:
     def lengths(self) -> np.ndarray:
         return self.mask.sum(1)
 
+    def _rows(self) -> list[list[tuple[str, str, int, float]]]:
+        """Each row's real slots as (item id, event type, position, age), oldest first."""
+        return [list(zip(ids, evs, pos[: len(ids)].tolist(), ages[: len(ids)].tolist(), strict=True))
+                for ids, evs, pos, ages in zip(self.item_ids, self.event_types, self.positions, self.age_days,
+                                               strict=True)]
+
     def tail(self, k: int) -> HistoryBatch:
         """The newest ``k`` items of each row: what :func:`build_histories` with ``max_len=k`` gives,
         so one history built at the longest length serves every consumer (preference, ranker)."""
-        lens = self.lengths()
-        if int(lens.max(initial=0)) <= k:
+        if int(self.lengths().max(initial=0)) <= k:
             return self
-        b, n = len(lens), max(1, int(np.minimum(lens, k).max()))
-        positions, age = np.full((b, n), -1, np.int64), np.zeros((b, n), np.float32)
-        for row, length in enumerate(lens.tolist()):
-            start = max(0, length - k)
-            positions[row, : length - start] = self.positions[row, start:length]
-            age[row, : length - start] = self.age_days[row, start:length]
-        return HistoryBatch(self.user_ids, [x[-k:] for x in self.item_ids], positions, positions >= 0,
-                            [x[-k:] for x in self.event_types], age)
+        return _padded(self.user_ids, [r[-k:] for r in self._rows()])
 
     def remap(self, item_positions: dict[str, int]) -> HistoryBatch:
         """The same histories as rows of another embedding table (items it lacks are dropped,
         as :func:`build_histories` drops them)."""
-        if all(item_positions.get(i) == p for ids, pos in zip(self.item_ids, self.positions, strict=True)
-               for i, p in zip(ids, pos.tolist(), strict=False)):
+        rows = self._rows()
+        if all(item_positions.get(i) == p for r in rows for i, _, p, _ in r):
             return self
-        kept = [[(i, e, a) for i, e, a in zip(ids, evs, ages.tolist(), strict=False) if i in item_positions]
-                for ids, evs, ages in zip(self.item_ids, self.event_types, self.age_days, strict=True)]
-        b, n = len(kept), max(1, max((len(r) for r in kept), default=0))
-        positions, age = np.full((b, n), -1, np.int64), np.zeros((b, n), np.float32)
-        for row, r in enumerate(kept):
-            positions[row, : len(r)] = [item_positions[i] for i, _, _ in r]
-            age[row, : len(r)] = [a for _, _, a in r]
-        return HistoryBatch(self.user_ids, [[i for i, _, _ in r] for r in kept], positions, positions >= 0,
-                            [[e for _, e, _ in r] for r in kept], age)
+        return _padded(self.user_ids, [[(i, e, item_positions[i], a) for i, e, _, a in r if i in item_positions]
+                                       for r in rows])
 
     def embeddings(self, vectors: np.ndarray) -> np.ndarray:
         """(B, N, D) rows of ``vectors`` at the history's positions (padding gets row 0; the mask
         says which slots are real)."""
         return vectors[np.where(self.mask, self.positions, 0)]
+
+
+def _padded(user_ids: list[str], rows: list[list[tuple[str, str, int, float]]]) -> HistoryBatch:
+    """Rows of (item id, event type, position, age) as a padded batch (at least one slot wide)."""
+    b, n = len(rows), max(1, max((len(r) for r in rows), default=0))
+    positions, age = np.full((b, n), -1, np.int64), np.zeros((b, n), np.float32)
+    for row, r in enumerate(rows):
+        positions[row, : len(r)] = [p for _, _, p, _ in r]
+        age[row, : len(r)] = [a for _, _, _, a in r]
+    return HistoryBatch(user_ids, [[i for i, _, _, _ in r] for r in rows], positions, positions >= 0,
+                        [[e for _, e, _, _ in r] for r in rows], age)
 
 
 def collapse_positives(interactions: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
