@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ragar.encoders.personalized import PersonalizeEncoderConfig
+from ragar.generation.autoencoder import AutoencoderConfig
 from ragar.generation.personalize import GenerationConfig
 from ragar.generation.train import GeneratorConfig
 from ragar.runtime import RuntimeConfig
@@ -89,6 +90,7 @@ class RagarConfig(BaseModel):
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
     eval_preference: EvalPreferenceConfig = Field(default_factory=EvalPreferenceConfig)
     ranker: RankerConfig = Field(default_factory=RankerConfig)
+    autoencoder: AutoencoderConfig = Field(default_factory=AutoencoderConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     personalize_encoder: PersonalizeEncoderConfig = Field(default_factory=PersonalizeEncoderConfig)

@@ -93,6 +93,32 @@ def train_encoder(
                   "seconds": round(time.perf_counter() - t0, 1)}], f"encoder saved to {out}")
 
 
+@train_app.command("autoencoder")
+def train_autoencoder_cmd(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option("--data", "-d", help="a world directory (views.parquet)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="where the autoencoder is saved")],
+    steps: Annotated[int | None, typer.Option(help="override autoencoder.steps")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Train the generator's latent autoencoder on the world's renders (then train the generator
+    with `--set generator.autoencoder=OUT`)."""
+    from ragar.generation.autoencoder import train_autoencoder, world_renders
+
+    cfg = get_config(config, [*(set_ or []), *([f"autoencoder.steps={steps}"] if steps else [])], device)
+    if not (data / "views.parquet").exists():
+        raise fail(f"{data} is not a world directory (no views.parquet)")
+    images = world_renders(data, cfg.autoencoder.image_size, seed=cfg.autoencoder.seed)
+    prov = {"command": ctx.command_path, "params": {k: str(v) for k, v in ctx.params.items()}, "data": str(data),
+            "world_seed": cfg.world.seed}
+    s = train_autoencoder(images, out, cfg.autoencoder, device=get_runtime(cfg).device, provenance=prov)
+    print_table([{"images": s["images"], "steps": s["steps"], "final loss": s["final_loss"],
+                  "held-out PSNR (dB)": s["psnr_held_out"], "scaling factor": s["scaling_factor"],
+                  "seconds": round(s["seconds"], 1)}], f"autoencoder saved to {out}")
+
+
 @train_app.command("generator")
 def train_generator_cmd(
     ctx: typer.Context,

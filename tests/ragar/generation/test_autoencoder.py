@@ -1,0 +1,58 @@
+"""The latent autoencoder's mechanics on tiny world renders: training lowers the loss, the latents
+are scaled to unit variance, and it saves and loads like any diffusers model (no pickle)."""
+
+import json
+
+import pytest
+import torch
+
+from ragar.generation.autoencoder import (
+    AutoencoderConfig,
+    build_autoencoder,
+    decode,
+    encode,
+    load_autoencoder,
+    train_autoencoder,
+    world_renders,
+)
+
+
+@pytest.fixture(scope="module")
+def renders(tiny_world):
+    return world_renders(tiny_world, 16)
+
+
+def test_world_renders_are_every_view(renders, tiny_world):
+    import polars as pl
+
+    assert renders.dtype == torch.uint8 and renders.shape[1:] == (3, 16, 16)
+    assert len(renders) == pl.read_parquet(tiny_world / "views.parquet").height
+
+
+def test_training_saves_a_scaled_autoencoder(renders, tmp_path):
+    cfg = AutoencoderConfig(image_size=16, channels=8, steps=40, batch_size=16, learning_rate=3e-3)
+    s = train_autoencoder(renders, tmp_path, cfg, progress=False)
+    assert s["final_loss"] < s["first_loss"]
+    assert s["psnr_held_out"] > 5
+    assert json.loads((tmp_path / "training.json").read_text())["steps"] == 40
+    assert not list(tmp_path.glob("*.bin")) and list(tmp_path.glob("*.safetensors"))
+    vae = load_autoencoder(tmp_path)
+    assert vae.config.scaling_factor == pytest.approx(s["scaling_factor"]) and vae.config.scaling_factor != 1.0
+    x = renders[:64].float() / 127.5 - 1
+    with torch.no_grad():
+        z = encode(vae, x)
+        assert z.shape == (64, 4, 4, 4)
+        assert 0.5 < float(z.std()) < 2.0  # scaled to about unit variance
+        y = decode(vae, z)
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+
+
+def test_bad_training_input(renders, tmp_path):
+    cfg = AutoencoderConfig(image_size=16, channels=8, steps=1)
+    with pytest.raises(ValueError, match="uint8"):
+        train_autoencoder(renders.float(), tmp_path, cfg, progress=False)
+    with pytest.raises(ValueError, match=r"autoencoder\.image_size is 32"):
+        train_autoencoder(renders, tmp_path, AutoencoderConfig(image_size=32, channels=8, steps=1), progress=False)
+    with pytest.raises(ValueError, match="multiple of the downscale"):
+        AutoencoderConfig(image_size=18)
+    assert build_autoencoder(AutoencoderConfig(image_size=16, channels=8)).config.latent_channels == 4
