@@ -92,15 +92,20 @@ def generated_views(personalizer, reals: Sequence[np.ndarray], cfg: SyntheticDat
     pos_pref = vec[rng.choice(others, cfg.generated_positives)]
     neg_ref = vec[[others[j % len(others)] for j in range(cfg.generated_negatives)]]
     neg_pref = np.stack([ref[j % k] for j in range(cfg.generated_negatives)])
+    pos_img, neg_img = None, None
+    if getattr(personalizer.pipeline, "conditions_on_image", False):  # the generator renders a reference image
+        pos_img = [reals[j % k] for j in range(cfg.generated_positives)]
+        neg_ids = [personalizer.catalog.ids[others[j % len(others)]] for j in range(cfg.generated_negatives)]
+        neg_img = personalizer.reference_pixels(neg_ids, [None] * len(neg_ids))
     out = []
-    for refs, prefs, offset in ((pos_ref, pos_pref, 0), (neg_ref, neg_pref, 1)):
+    for refs, prefs, images, offset in ((pos_ref, pos_pref, pos_img, 0), (neg_ref, neg_pref, neg_img, 1)):
         if len(refs) == 0:
             out.append([])
             continue
         gens = [torch.Generator().manual_seed(cfg.seed * 7919 + offset * 100003 + j) for j in range(len(refs))]
         res = personalizer.pipeline(reference_embeds=torch.from_numpy(refs.astype(np.float32)),
                                     preference_embeds=torch.from_numpy(prefs.astype(np.float32)),
-                                    num_images_per_request=1, generator=gens,
+                                    image=images, num_images_per_request=1, generator=gens,
                                     num_inference_steps=cfg.num_inference_steps,
                                     reference_guidance_scale=cfg.reference_guidance_scale,
                                     preference_guidance_scale=cfg.preference_guidance_scale)

@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 import torch
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragar.encoders.base import ImageEncoder, ImageLike, load_rgb
@@ -111,6 +112,11 @@ class Personalizer:
         end = interactions["timestamp"].max()
         self.as_of = end + timedelta(microseconds=1) if end is not None else datetime.now()
         self._identity_cache: dict[str, np.ndarray] = {}
+        self._pixel_cache: dict[str, np.ndarray] = {}
+
+    #: catalog references kept decoded at the generator's size (an LRU would not pay for itself:
+    #: a 64-px reference is 12 KB)
+    PIXEL_CACHE = 8192
 
     # --- references -------------------------------------------------------------------------
 
@@ -140,6 +146,25 @@ class Personalizer:
             sources.append(f"upload (text from {self.catalog.ids[nearest]})")
             pixels.append(rgb)
         return np.stack(vecs).astype(np.float32), sources, pixels
+
+    def reference_pixels(self, item_ids: list[str | None], pixels: list[np.ndarray | None]) -> list[np.ndarray]:
+        """Each reference's image for a generator that renders it: an upload's decoded pixels, or
+        the catalog item's image (``reference_images``), decoded once at the generator's size."""
+        size = getattr(self.pipeline, "image_size", None)
+        out = []
+        for item, px in zip(item_ids, pixels, strict=True):
+            if px is not None:
+                out.append(px)
+                continue
+            if item not in self._pixel_cache:
+                path = self.reference_images.get(item)
+                if path is None:
+                    raise KeyError(f"no image known for reference item {item!r}")
+                if len(self._pixel_cache) >= self.PIXEL_CACHE:
+                    self._pixel_cache.pop(next(iter(self._pixel_cache)))
+                self._pixel_cache[item] = load_rgb(path, size=size, resample=Image.BICUBIC)
+            out.append(self._pixel_cache[item])
+        return out
 
     def histories(self, user_ids: list[str], as_of: datetime | list[datetime] | None = None) -> HistoryBatch:
         """Each request's history, built once: the log strictly before ``as_of`` (default: the
@@ -238,8 +263,9 @@ class Personalizer:
         # drawn on the generator's device: a seed gives the same images on the same device
         device = getattr(self.pipeline, "device", "cpu")
         gens = [torch.Generator(device=device).manual_seed(s * 1009 + j) for s in seeds for j in range(n)]
+        image = self.reference_pixels(items, pixels) if getattr(self.pipeline, "conditions_on_image", False) else None
         out = self.pipeline(reference_embeds=torch.from_numpy(ref), preference_embeds=torch.from_numpy(pref),
-                            num_images_per_request=n, generator=gens,
+                            image=image, num_images_per_request=n, generator=gens,
                             num_inference_steps=num_inference_steps or cfg.num_inference_steps,
                             reference_guidance_scale=cfg.reference_guidance_scale if reference_guidance_scale is None
                             else reference_guidance_scale,

@@ -67,7 +67,11 @@ def _decode(x: ImageLike, max_pixels: int) -> np.ndarray:
             raise ImageInputError(f"array of shape {arr.shape} is not an HxWx3 image")
         if arr.shape[0] * arr.shape[1] > max_pixels:
             raise ImageInputError(f"image of {arr.shape[1]}x{arr.shape[0]} exceeds {max_pixels} pixels")
+        if arr.dtype == np.uint16:  # 16-bit: scaled down, not clipped to white
+            arr = (arr.astype(np.float64) / 257.0).round()
         if arr.dtype != np.uint8:
+            if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+                raise ImageInputError(f"image array of dtype {arr.dtype} is not numeric pixel data")
             if not np.isfinite(arr).all():
                 raise ImageInputError("image array contains NaN or inf")
             arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
