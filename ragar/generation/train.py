@@ -1,10 +1,14 @@
-"""Training the embedded generator: a small pixel-space ``UNet2DConditionModel`` plus the adapter.
+"""Training the embedded generator: a small ``UNet2DConditionModel`` (on the latents of the
+autoencoder when ``generator.autoencoder`` names one, else on pixels) plus the adapter.
 
 Pairs follow the task (one per positive event of a user): the *target* is a render of the item the
 user clicked or liked; the *reference* is another item of the same identity in another style (the
 thing to render); the *preference* is the retrieval-weighted embedding of the user's history
-before the event with respect to that reference (``recsys.preference``). Each condition is dropped
-independently (classifier-free dropout), so inference can guide on each.
+before the event with respect to that reference (``recsys.preference``). On a world, target and
+reference are rendered **aligned**: the same identity in the same view (pose, scale, background,
+light), differing only in style, so the concatenated reference says exactly what to keep and the
+preference what to change. Each condition is dropped independently (classifier-free dropout;
+dropping the reference drops its image and its tokens), so inference can guide on each.
 
 Runs under ``accelerate`` (CPU here, one or many GPUs elsewhere). Checkpoints are safetensors +
 JSON, optimizer state included, so resuming never unpickles anything; batches are drawn from a
@@ -34,6 +38,10 @@ if TYPE_CHECKING:  # polars is imported where the world is read: training runs o
 class GeneratorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image_size: int = Field(32, ge=8, le=256)
+    reference_image: bool = Field(True, description="concatenate the reference image (or its latents) with the "
+                                  "noisy sample, as InstructPix2Pix does")
+    autoencoder: str | None = Field(None, description="a trained autoencoder directory (ragar train autoencoder): "
+                                    "the UNet denoises its latents")
     block_out_channels: list[int] = Field(default_factory=lambda: [32, 64, 128, 128])
     # which resolution levels carry (self + cross) attention; attention at full resolution is the
     # most expensive part of a step on CPU (see benchmarks/generator_training_speed.py)
@@ -73,14 +81,17 @@ class GeneratorConfig(BaseModel):
         return self
 
 
-def build_unet(cfg: GeneratorConfig):
+def build_unet(cfg: GeneratorConfig, channels: int = 3, sample_size: int | None = None):
+    """The UNet for ``channels``-channel samples of side ``sample_size`` (default: pixels at
+    ``cfg.image_size``); with ``cfg.reference_image`` it takes as many channels again of reference."""
     from diffusers import UNet2DConditionModel
 
     attn = cfg.cross_attention_blocks
     down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn]
     up = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)]
     return UNet2DConditionModel(
-        sample_size=cfg.image_size, in_channels=3, out_channels=3, layers_per_block=cfg.layers_per_block,
+        sample_size=sample_size or cfg.image_size, in_channels=channels * (2 if cfg.reference_image else 1),
+        out_channels=channels, layers_per_block=cfg.layers_per_block,
         block_out_channels=tuple(cfg.block_out_channels), down_block_types=tuple(down), up_block_types=tuple(up),
         cross_attention_dim=cfg.cross_attention_dim, attention_head_dim=cfg.attention_head_dim,
         norm_num_groups=min(8, cfg.block_out_channels[0]))
@@ -96,6 +107,7 @@ class GeneratorPairs:
     target_items: list[str]
     reference_items: list[str]
     style_pair: torch.Tensor | None = None  # (P,) bool: the preference is same-style items, not history
+    reference_images: torch.Tensor | None = None  # (P, 3, S, S) in [-1, 1]: the reference, aligned with the target
 
 
 def make_pairs(root: str | Path, item_ids: np.ndarray, vectors: np.ndarray, image_size: int,
@@ -104,18 +116,25 @@ def make_pairs(root: str | Path, item_ids: np.ndarray, vectors: np.ndarray, imag
                ) -> GeneratorPairs:
     """One pair per positive event whose identity exists in another style (see module doc).
 
+    On a world (``world.json``: :func:`recsys.world.build.world_scenes`) target and reference are
+    rendered aligned, in a camera drawn for the pair as the world draws its views: the generator
+    learns to keep what the reference shows and restyle it. Elsewhere the target is one of the
+    clicked item's images and the reference its sibling's first image.
+
     ``style_pairs``: that share of pairs (drawn with ``seed``) takes as preference the mean of one
-    to three other items in the target's exact style (``style_columns`` of the catalog) from other
-    identities, instead of the user's history. A history predicts the clicked item's style only
-    loosely, so on task pairs alone the adapter learns to pass little style through the preference
-    tokens (on the demo world, even the embedding of the user's ideal item as preference gave the
-    ideal palette in about 1 image in 5); style pairs make "the preference says how it looks, the
-    reference says what it is" an exact target. Inference is unchanged: the preference is still
-    the retrieval-weighted history."""
+    to three items of other identities sharing one style (``style_columns`` of the catalog) instead
+    of the user's history. A history predicts the clicked item's style only loosely, so on task
+    pairs alone the adapter learns to pass little style through the preference tokens; style pairs
+    make "the preference says how it looks, the reference says what it is" an exact target. On a
+    world that style is drawn from the whole catalog and the target rendered in it, so every
+    identity is seen in styles its catalog items lack (the user's ideal style usually is one).
+    Inference is unchanged: the preference is still the retrieval-weighted history."""
     import polars as pl
 
     from ragar.encoders.base import load_rgb, to_batch
     from recsys.history import build_histories, requests_at
+    from recsys.world.build import draw_view, world_scenes
+    from recsys.world.render import render
 
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -143,18 +162,35 @@ def make_pairs(root: str | Path, item_ids: np.ndarray, vectors: np.ndarray, imag
     users, targets, refs, times = map(list, zip(*rows, strict=True))
     hist = build_histories(inter, requests_at(users, times), index)
     r = torch.from_numpy(vectors[[index[x] for x in refs]])
-    pref, style = weigh_histories(hist, vectors, r, preference or PreferenceConfig()).embedding, None
+    pref = weigh_histories(hist, vectors, r, preference or PreferenceConfig()).embedding
+    scenes = world_scenes(root)
+    style, style_item = None, [None] * len(targets)
     if style_pairs > 0:
-        pref, style = _style_preferences(items, targets, index, vectors, pref, style_pairs, list(style_columns), rng)
-    imgs = [load_rgb(root / view_of[t][int(rng.integers(len(view_of[t])))]) for t in targets]
-    x = to_batch(imgs, image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # -> [-1, 1]
-    return GeneratorPairs(x, r, pref, users, times, targets, refs, style)
+        pref, style, style_item = _style_preferences(items, targets, index, vectors, pref, style_pairs,
+                                                     list(style_columns), rng, any_style=scenes is not None)
+    first = dict(zip(items["item_id"], items["image"], strict=True))
+    if scenes is None:
+        imgs = [load_rgb(root / view_of[t][int(rng.integers(len(view_of[t])))]) for t in targets]
+        ref_imgs = [load_rgb(root / first[x]) for x in refs]
+    else:
+        imgs, ref_imgs = [], []
+        for t, x, look in zip(targets, refs, style_item, strict=True):
+            ident, own_style, _ = scenes[first[t]]
+            view = draw_view(rng)
+            imgs.append(render(ident, scenes[first[look or t]][1] if look else own_style, view, image_size))
+            ref_imgs.append(render(ident, scenes[first[x]][1], view, image_size))
+    mean = std = (0.5, 0.5, 0.5)  # -> [-1, 1]
+    return GeneratorPairs(to_batch(imgs, image_size, mean, std), r, pref, users, times, targets, refs, style,
+                          to_batch(ref_imgs, image_size, mean, std))
 
 
 def _style_preferences(items: pl.DataFrame, targets: list[str], index: dict[str, int], vectors: np.ndarray,
-                       pref: torch.Tensor, share: float, columns: list[str], rng: np.random.Generator
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace ``share`` of the preference rows by same-style items of other identities (make_pairs)."""
+                       pref: torch.Tensor, share: float, columns: list[str], rng: np.random.Generator,
+                       any_style: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[str | None]]:
+    """Replace ``share`` of the preference rows by same-style items of other identities
+    (make_pairs): the target's own style, or with ``any_style`` one drawn from the catalog's styles.
+    Returns the preferences, which rows changed, and per row an item in the style the target must
+    take (``None``: its own)."""
     import polars as pl
 
     missing = [c for c in columns if c not in items.columns]
@@ -168,18 +204,22 @@ def _style_preferences(items: pl.DataFrame, targets: list[str], index: dict[str,
     for i, (k, item) in enumerate(zip(keys, ids, strict=True)):
         if item in index:
             by_style.setdefault(k, []).append(i)
+    styles = sorted(by_style)
     row_of = {x: i for i, x in enumerate(ids)}
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     out, chosen = pref.clone(), torch.zeros(len(targets), dtype=torch.bool)
+    look: list[str | None] = [None] * len(targets)
     for j in np.flatnonzero(rng.random(len(targets)) < share):
         t = row_of[targets[j]]
-        pool = [i for i in by_style.get(keys[t], []) if ident[i] != ident[t]]
+        key = styles[int(rng.integers(len(styles)))] if any_style else keys[t]
+        pool = [i for i in by_style.get(key, []) if ident[i] != ident[t]]
         if not pool:
             continue  # a style no other identity has: the pair keeps its history preference
         pick = rng.choice(pool, size=min(len(pool), int(rng.integers(1, 4))), replace=False)
         out[j] = torch.from_numpy(unit[[index[ids[i]] for i in pick]].mean(0))
         chosen[j] = True
-    return out, chosen
+        look[j] = ids[pick[0]] if any_style else None
+    return out, chosen, look
 
 
 # --- checkpoints (safetensors + JSON, no pickle) ----------------------------------------------------
@@ -216,8 +256,9 @@ def save_checkpoint(path: Path, step: int, unet, adapter, opt, ema, losses: list
 
 
 @torch.no_grad()
-def sample_grid(unet, adapter, pairs: GeneratorPairs, cfg: GeneratorConfig, n: int = 8, steps: int = 20):
-    """Top row: the targets of the first ``n`` pairs; bottom row: samples for their conditions."""
+def sample_grid(unet, adapter, pairs: GeneratorPairs, cfg: GeneratorConfig, n: int = 8, steps: int = 20, vae=None):
+    """Rows: the references of the first ``n`` pairs (when the UNet reads them), their targets,
+    and samples for their conditions."""
     from diffusers import DDIMScheduler
     from PIL import Image
 
@@ -226,35 +267,71 @@ def sample_grid(unet, adapter, pairs: GeneratorPairs, cfg: GeneratorConfig, n: i
     was_training = unet.training
     unet.eval()
     pipe = RagarPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps),
-                         adapter=adapter)
+                         adapter=adapter, vae=vae)
     pipe.set_progress_bar_config(disable=True)
     n = min(n, len(pairs.targets))
-    out = pipe(reference_embeds=pairs.reference[:n], preference_embeds=pairs.preference[:n], num_inference_steps=steps,
-               generator=torch.Generator(device=unet.device).manual_seed(cfg.seed)).images
+    refs = pairs.reference_images[:n] if pipe.conditions_on_image else None
+    out = pipe(reference_embeds=pairs.reference[:n], preference_embeds=pairs.preference[:n], image=refs,
+               num_inference_steps=steps, generator=torch.Generator(device=unet.device).manual_seed(cfg.seed)).images
     unet.train(was_training)
-    top = ((pairs.targets[:n] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    grid = np.concatenate([np.concatenate(list(top), 1), np.concatenate(list(out), 1)], 0)
-    return Image.fromarray(grid)
+
+    def u8(x: torch.Tensor) -> np.ndarray:
+        return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+    rows = ([u8(refs)] if refs is not None else []) + [u8(pairs.targets[:n]), out]
+    return Image.fromarray(np.concatenate([np.concatenate(list(r), 1) for r in rows], 0))
 
 
-def _rank_step(unet, adapter, scheduler, rank_task, pairs: GeneratorPairs, rows: torch.Tensor, cfg: GeneratorConfig,
-               g: torch.Generator, device) -> tuple[torch.Tensor, float]:
+def _rank_step(unet, adapter, scheduler, rank_task, data: TrainingTensors, pairs: GeneratorPairs, rows: torch.Tensor,
+               cfg: GeneratorConfig, g: torch.Generator, device) -> tuple[torch.Tensor, float]:
     """Rank-task loss on ``rows``: the same noisy target denoised with the pair's own preference
-    and with the next row's (another user's), scored for the pair's user (see rank_task)."""
+    and with the next row's (another user's), scored for the pair's user (see rank_task); latents
+    are decoded (differentiably) before the ranker sees them."""
     from ragar.generation.rank_task import predicted_clean
 
     b = len(rows)
-    x0, ref, pref = pairs.targets[rows], pairs.reference[rows], pairs.preference[rows]
+    x0, ref, pref = data.x0[rows], pairs.reference[rows], pairs.preference[rows]
     noise = torch.randn(x0.shape, generator=g)
     t = torch.randint(min(cfg.rank_max_t, cfg.num_train_timesteps), (b,), generator=g)
     xt = scheduler.add_noise(x0, noise, t).to(device)
     other = pref.roll(1, 0)
     cond = adapter(torch.cat([ref, ref]).to(device), torch.cat([pref, other]).to(device))
-    x2 = torch.cat([xt, xt]).contiguous(memory_format=torch.channels_last)
-    eps = unet(x2, torch.cat([t, t]).to(device), encoder_hidden_states=cond).sample
+    x2 = torch.cat([xt, xt])
+    inp = x2 if data.image is None else torch.cat([x2, torch.cat([data.image[rows]] * 2).to(device)], 1)
+    eps = unet(inp.contiguous(memory_format=torch.channels_last), torch.cat([t, t]).to(device),
+               encoder_hidden_states=cond).sample
     clean = predicted_clean(scheduler, x2, eps.float(), torch.cat([t, t]).to(device))
+    if data.vae is not None:
+        from ragar.generation.autoencoder import decode
+
+        clean = decode(data.vae, clean)
     own, oth = clean[:b], clean[b:]
     return rank_task.loss(own, oth, rows), rank_task.win_rate(own.detach(), oth.detach(), rows)
+
+
+@dataclass
+class TrainingTensors:
+    """What the UNet trains on: the clean samples (targets, or their latents), the reference
+    images concatenated with them (or their latents; ``None`` without image conditioning) and the
+    frozen autoencoder (``None`` in pixel space)."""
+
+    x0: torch.Tensor
+    image: torch.Tensor | None
+    vae: object | None = None
+
+
+@torch.no_grad()
+def training_tensors(pairs: GeneratorPairs, cfg: GeneratorConfig, vae=None) -> TrainingTensors:
+    """Encode the pairs once (the autoencoder is frozen): each step then reads latents."""
+    if cfg.reference_image and pairs.reference_images is None:
+        raise ValueError("generator.reference_image is on but the pairs carry no reference images")
+    if vae is None:
+        return TrainingTensors(pairs.targets, pairs.reference_images if cfg.reference_image else None)
+    from ragar.generation.autoencoder import encode
+
+    x0 = encode(vae, pairs.targets).float()
+    image = encode(vae, pairs.reference_images).float() if cfg.reference_image else None
+    return TrainingTensors(x0, image, vae)
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -279,7 +356,8 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     acc = _accelerator(cfg, device)
-    unet, adapter = _initial_models(pairs, cfg)
+    unet, adapter, vae = _initial_models(pairs, cfg)
+    data = training_tensors(pairs, cfg, vae)
     params = [*unet.parameters(), *adapter.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=1e-4)
     ema = EMAModel(params, decay=cfg.ema_decay)
@@ -292,6 +370,8 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     ema.to(acc.device)  # the shadow weights live beside the weights they follow
     if rank_task is not None:
         rank_task.to(acc.device)
+    if vae is not None:
+        vae.to(acc.device).requires_grad_(False)
     # data parallel: every process draws the same global batch from (seed, step) and takes its own
     # slice, so N processes compute the gradient of the same batch as one (averaged by DDP)
     mine = slice(acc.process_index, None, acc.num_processes)
@@ -299,17 +379,20 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     bar = tqdm(range(start, cfg.steps), desc="train generator", disable=not (progress and acc.is_main_process),
                initial=start, total=cfg.steps)
     for step in bar:
-        g, idx, noise, t, drop_r, drop_p = _draw(cfg, pairs, step, mine)
-        x0, ref, pref = pairs.targets[idx], pairs.reference[idx], pairs.preference[idx]
+        g, idx, noise, t, drop_r, drop_p = _draw(cfg, data.x0.shape, step, mine)
+        x0, ref, pref = data.x0[idx], pairs.reference[idx], pairs.preference[idx]
         with acc.accumulate(unet):
-            xt = scheduler.add_noise(x0, noise, t).contiguous(memory_format=torch.channels_last)
+            xt = scheduler.add_noise(x0, noise, t)
+            if data.image is not None:  # a dropped reference is zeros, as at inference's unconditional branch
+                xt = torch.cat([xt, data.image[idx] * (~drop_r).view(-1, 1, 1, 1)], 1)
+            xt = xt.contiguous(memory_format=torch.channels_last)
             cond = adapter(ref.to(acc.device), pref.to(acc.device), drop_r.to(acc.device), drop_p.to(acc.device))
             pred = unet(xt.to(acc.device), t.to(acc.device), encoder_hidden_states=cond).sample
             loss = torch.nn.functional.mse_loss(pred.float(), noise.to(acc.device))
             total = loss
             if cfg.rank_task:
-                rl, win = _rank_step(unet, adapter, scheduler, rank_task, pairs, idx[:cfg.rank_batch], cfg, g,
-                                     acc.device)
+                rl, win = _rank_step(unet, adapter, scheduler, rank_task, data, pairs, idx[:cfg.rank_batch], cfg,
+                                     g, acc.device)
                 total = loss + cfg.rank_weight * rl
                 rank_log.append([rl.item(), win])
             acc.backward(total)
@@ -323,7 +406,8 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
         if not acc.is_main_process:
             continue
         if done % cfg.sample_every == 0:
-            sample_grid(acc.unwrap_model(unet), acc.unwrap_model(adapter), pairs, cfg).save(out / f"samples-{done}.png")
+            sample_grid(acc.unwrap_model(unet), acc.unwrap_model(adapter), pairs, cfg,
+                        vae=vae).save(out / f"samples-{done}.png")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             save_checkpoint(out / f"checkpoint-{done}", done, acc.unwrap_model(unet), acc.unwrap_model(adapter), opt,
                             ema, losses, rank_log)
@@ -335,7 +419,7 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     ema.copy_to(params)
     from ragar.generation.pipeline import RagarPipeline
 
-    RagarPipeline(acc.unwrap_model(unet), scheduler, acc.unwrap_model(adapter)).save_pretrained(out)
+    RagarPipeline(acc.unwrap_model(unet), scheduler, acc.unwrap_model(adapter), vae).save_pretrained(out)
     summary = _summary(cfg, pairs, start, losses, rank_log, time.perf_counter() - t0, acc, provenance)
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
@@ -352,13 +436,13 @@ def _accelerator(cfg: GeneratorConfig, device: torch.device | str | None):
                        cpu=device.type == "cpu")
 
 
-def _draw(cfg: GeneratorConfig, pairs: GeneratorPairs, step: int, mine: slice):
+def _draw(cfg: GeneratorConfig, shape: torch.Size, step: int, mine: slice):
     """Step ``step``'s random draws, from (seed, step) alone: the whole global batch is drawn, then
     this process's rows are kept (so N processes compute the gradient of the same batch as one).
     Returns the generator (the rank task draws on after it) and the rows, noise, timesteps, drops."""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-    idx = torch.randint(len(pairs.targets), (cfg.batch_size,), generator=g)
-    noise = torch.randn((len(idx), *pairs.targets.shape[1:]), generator=g)
+    idx = torch.randint(shape[0], (cfg.batch_size,), generator=g)
+    noise = torch.randn((len(idx), *shape[1:]), generator=g)
     t = torch.randint(cfg.num_train_timesteps, (len(idx),), generator=g)
     drop_r = torch.rand(len(idx), generator=g) < cfg.drop_reference
     drop_p = torch.rand(len(idx), generator=g) < cfg.drop_preference
@@ -366,19 +450,35 @@ def _draw(cfg: GeneratorConfig, pairs: GeneratorPairs, step: int, mine: slice):
 
 
 def _initial_models(pairs: GeneratorPairs, cfg: GeneratorConfig):
-    """A new UNet and adapter, or ``cfg.init_from``'s weights (fine-tuning)."""
+    """A new UNet and adapter, or ``cfg.init_from``'s weights (fine-tuning), and the frozen
+    autoencoder (``cfg.autoencoder``, else the one ``cfg.init_from`` was trained with; ``None``:
+    pixel space)."""
     from diffusers import UNet2DConditionModel
 
+    from ragar.generation.autoencoder import downscale_of, load_autoencoder
+
+    init = Path(cfg.init_from) if cfg.init_from else None
+    vae = None
+    if cfg.autoencoder:
+        vae = load_autoencoder(cfg.autoencoder)
+    elif init is not None and (init / "vae").is_dir():
+        vae = load_autoencoder(init / "vae")
+    channels, size = 3, cfg.image_size
+    if vae is not None:
+        f = downscale_of(vae)
+        if cfg.image_size % f:
+            raise ValueError(f"generator.image_size {cfg.image_size} is not a multiple of the autoencoder's "
+                             f"downscale {f}")
+        channels, size = vae.config.latent_channels, cfg.image_size // f
     torch.manual_seed(cfg.seed)
-    unet = build_unet(cfg).to(memory_format=torch.channels_last)  # +6% steps/s on CPU, measured
+    unet = build_unet(cfg, channels, size).to(memory_format=torch.channels_last)  # +6% steps/s on CPU, measured
     adapter = PreferenceAdapter.from_sizes(AdapterConfig(pairs.reference.shape[1], cfg.cross_attention_dim,
                                                           cfg.adapter_tokens))
-    if cfg.init_from:
-        init = Path(cfg.init_from)
+    if init is not None:
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(init / "unet", torch_dtype=torch.float32)
                              .state_dict())
         adapter.load_state_dict(PreferenceAdapter.from_pretrained(init / "adapter").state_dict())
-    return unet, adapter
+    return unet, adapter, vae
 
 
 def _resume(ck: Path, unet, adapter, opt, ema) -> tuple[int, list, list]:

@@ -73,6 +73,25 @@ def title_of(ident: Identity, style: Style) -> str:
     return f"{' '.join(words).capitalize()} {ident.category} with {' and '.join(parts)}"
 
 
+def draw_view(rng: np.random.Generator) -> View:
+    """A camera drawn as the world draws its item views (the generator's training pairs draw more)."""
+    return View(angle=float(rng.uniform(-18, 18)), scale=float(rng.uniform(0.72, 0.95)),
+                offset=float(rng.uniform(-0.1, 0.1)), background=int(rng.integers(len(BACKGROUNDS))),
+                light=float(rng.uniform(-1, 1)))
+
+
+def world_scenes(root: str | Path) -> dict[str, tuple[Identity, Style, View]] | None:
+    """What each render of a built world shows, by image path (``images/<cat>/<view>.png``):
+    rebuilt from ``world.json``'s config (the catalog is a pure function of it; nothing is
+    rendered), so a view can be rendered again in another style or at another size. ``None`` when
+    ``root`` is not a world (no ``world.json``)."""
+    path = Path(root) / "world.json"
+    if not path.exists():
+        return None
+    cfg = WorldConfig.model_validate(json.loads(path.read_text())["config"])
+    return {rel: (ident, style, view) for rel, ident, style, view in _make_catalog(cfg).jobs}
+
+
 @dataclass
 class _Catalog:
     items: pl.DataFrame
@@ -101,11 +120,7 @@ def _make_catalog(cfg: WorldConfig) -> _Catalog:
                 }
                 first_view = None
                 for v in range(cfg.views_per_item):
-                    view = View(
-                        angle=float(rng.uniform(-18, 18)), scale=float(rng.uniform(0.72, 0.95)),
-                        offset=float(rng.uniform(-0.1, 0.1)), background=int(rng.integers(len(BACKGROUNDS))),
-                        light=float(rng.uniform(-1, 1)),
-                    )
+                    view = draw_view(rng)
                     view_id = f"{item_id}-v{v}"
                     image = f"images/{cat}/{view_id}.png"
                     first_view = first_view or image

@@ -68,9 +68,53 @@ def test_saved_weights_drive_the_pipeline(pairs, tmp_path):
                          scheduler=DDIMScheduler.from_pretrained(tmp_path / "scheduler"),
                          adapter=PreferenceAdapter.from_pretrained(tmp_path / "adapter"))
     pipe.set_progress_bar_config(disable=True)
-    out = pipe(reference_embeds=pairs.reference[:2], preference_embeds=pairs.preference[:2], num_inference_steps=2,
-               generator=torch.Generator().manual_seed(0))
+    assert pipe.conditions_on_image and pipe.unet.config.in_channels == 6
+    out = pipe(reference_embeds=pairs.reference[:2], preference_embeds=pairs.preference[:2],
+               image=pairs.reference_images[:2], num_inference_steps=2, generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (2, 16, 16, 3)
+
+
+def test_pairs_are_aligned_renders(pairs, tiny_world):
+    """Target and reference show the same identity in the same view: only the style differs, so
+    the background (the image border) is the same in both, and every pair has its own camera."""
+    border = torch.ones(16, 16, dtype=torch.bool)
+    border[2:-2, 2:-2] = False
+    t, r = pairs.targets[:, :, border], pairs.reference_images[:, :, border]
+    same = (t - r).abs().amax(dim=(1, 2)) < 0.05
+    assert same.float().mean() > 0.9  # (an object may touch the border in a few views)
+    assert len({x.numpy().tobytes() for x in pairs.targets}) > 0.9 * len(pairs.targets)
+
+
+def test_style_pairs_render_styles_the_identity_lacks(tiny_world):
+    items = pl.read_parquet(tiny_world / "items.parquet")
+    rng = np.random.default_rng(0)
+    vec = rng.normal(size=(items.height, 24)).astype(np.float32)
+    p = make_pairs(tiny_world, items["item_id"].to_numpy(), vec, image_size=16, style_pairs=1.0)
+    assert bool(p.style_pair.all())
+    own = {i: (a, b, c) for i, a, b, c in items.select("item_id", "palette", "pattern", "finish").iter_rows()}
+    plain = make_pairs(tiny_world, items["item_id"].to_numpy(), vec, image_size=16)
+    # same event order and cameras are drawn after the styles: some targets now differ from the clicked item's render
+    assert p.target_items == plain.target_items and len(own) == items.height
+    assert (p.targets - plain.targets).abs().amax(dim=(1, 2, 3)).gt(0.1).float().mean() > 0.3
+
+
+def test_latent_generator_trains_and_loads(pairs, tiny_world, tmp_path):
+    from ragar.generation.autoencoder import AutoencoderConfig, train_autoencoder, world_renders
+    from ragar.generation.pipeline import RagarPipeline
+
+    train_autoencoder(world_renders(tiny_world, 16), tmp_path / "ae", AutoencoderConfig(image_size=16, channels=8,
+                                                                                         steps=3), progress=False)
+    s = train_generator(pairs, tmp_path / "g", GeneratorConfig(**{**TINY, "steps": 30, "checkpoint_every": 100,
+                                                                    "autoencoder": str(tmp_path / "ae")}),
+                        progress=False)
+    assert s["final_loss"] < s["first_loss"]
+    pipe = RagarPipeline.from_pretrained(tmp_path / "g")
+    assert pipe.vae is not None and pipe.unet.config.sample_size == 4 and pipe.unet.config.in_channels == 8
+    assert pipe.image_size == 16
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(reference_embeds=pairs.reference[:1], preference_embeds=pairs.preference[:1],
+               image=pairs.reference_images[:1], num_inference_steps=2)
+    assert out.images.shape == (1, 16, 16, 3)
 
 
 def test_cli_train_generator_with_samples(tiny_world, tmp_path):
