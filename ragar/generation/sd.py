@@ -6,7 +6,10 @@ own image space (the CLIP vision tower it was trained with, ``image_embeds`` of
 (:mod:`recsys.preference`). IP-Adapter was trained on *unnormalised* CLIP embeddings, while the
 weighting averages unit vectors, so the weighted direction is rescaled to the weighted mean norm
 of the history embeddings it came from. The reference goes in through img2img (``strength`` says
-how far the result may move from it); its title, if any, can be the prompt.
+how far the result may move from it), or, given InstructPix2Pix weights (a UNet with 8 input
+channels: noisy latents + the reference's latents), as the concatenated image condition with its
+own ``image_guidance_scale``, the same shape as the embedded generator; its title, if any, can be
+the prompt.
 
 Everything loads with ``local_files_only=True``: nothing is downloaded. See docs/REAL_BACKBONE.md.
 """
@@ -24,7 +27,7 @@ import torch
 from ragar.encoders.base import ImageLike, load_rgb
 from recsys.preference import PreferenceConfig, RetrievalPreference
 
-Backbone = Literal["sd15", "sdxl"]
+Backbone = Literal["sd15", "sdxl", "instruct-pix2pix"]
 
 
 class IPAdapterImageSpace:
@@ -89,8 +92,16 @@ class StableDiffusionPersonalizer:
                         ip_adapter_scale: float = 0.7, device: str | None = None, dtype: torch.dtype | None = None,
                         preference: PreferenceConfig | None = None) -> StableDiffusionPersonalizer:
         """Load from local directories (a diffusers model dir, the IP-Adapter weights dir, and the
-        CLIP vision tower the adapter was trained with). ``device`` defaults to CUDA when there is one."""
-        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
+        CLIP vision tower the adapter was trained with). ``device`` defaults to CUDA when there is one.
+        An SD 1.5 directory whose UNet takes 8 input channels is InstructPix2Pix: it loads as
+        ``backbone="instruct-pix2pix"`` (the reference is concatenated, not noised)."""
+        import json
+
+        from diffusers import (
+            StableDiffusionImg2ImgPipeline,
+            StableDiffusionInstructPix2PixPipeline,
+            StableDiffusionXLImg2ImgPipeline,
+        )
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
@@ -99,7 +110,11 @@ class StableDiffusionPersonalizer:
                 raise FileNotFoundError(f"{what} directory {p} does not exist")
         if not (Path(ip_adapter_dir) / weight_name).exists():
             raise FileNotFoundError(f"{Path(ip_adapter_dir) / weight_name} not found (set weight_name)")
-        pipe_cls = StableDiffusionXLImg2ImgPipeline if backbone == "sdxl" else StableDiffusionImg2ImgPipeline
+        unet_cfg = Path(model_dir) / "unet" / "config.json"
+        if backbone == "sd15" and unet_cfg.exists() and json.loads(unet_cfg.read_text()).get("in_channels") == 8:
+            backbone = "instruct-pix2pix"
+        pipe_cls = {"sdxl": StableDiffusionXLImg2ImgPipeline, "sd15": StableDiffusionImg2ImgPipeline,
+                    "instruct-pix2pix": StableDiffusionInstructPix2PixPipeline}[backbone]
         extra = {} if backbone == "sdxl" else {"safety_checker": None, "requires_safety_checker": False}
         pipe = pipe_cls.from_pretrained(model_dir, torch_dtype=dtype, local_files_only=True, **extra)
         pipe.load_ip_adapter(str(ip_adapter_dir), subfolder="", weight_name=weight_name, image_encoder_folder=None,
@@ -110,9 +125,10 @@ class StableDiffusionPersonalizer:
 
     def __call__(self, reference: ImageLike, history: list[ImageLike] | torch.Tensor, *, prompt: str = "",
                  method: str | None = None, strength: float = 0.6, guidance_scale: float = 5.0,
-                 num_inference_steps: int = 30, num_images_per_request: int = 1, height: int | None = None,
-                 generator: torch.Generator | None = None) -> SDOutput:
-        """``history``: the user's images, or their embeddings in the IP-Adapter space (N, D)."""
+                 image_guidance_scale: float = 1.5, num_inference_steps: int = 30, num_images_per_request: int = 1,
+                 height: int | None = None, generator: torch.Generator | None = None) -> SDOutput:
+        """``history``: the user's images, or their embeddings in the IP-Adapter space (N, D).
+        ``strength`` is img2img's; ``image_guidance_scale`` InstructPix2Pix's (fidelity to the reference)."""
         t0 = time.perf_counter()
         ref_img = load_rgb(reference)
         ref = self.image_space.encode([ref_img])
@@ -125,15 +141,39 @@ class StableDiffusionPersonalizer:
         pref, w, fallback = weighted_preference(hist[None].float(), ref, mask, cfg)
         t1 = time.perf_counter()
         dtype = self.pipe.unet.dtype
-        # (negative, positive) for classifier-free guidance, else the positive alone: (2 or 1, 1 image, D)
-        embeds = (torch.cat([torch.zeros_like(pref), pref]) if guidance_scale > 1 else pref)[:, None, :]
         size = height or self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
         from PIL import Image
 
         init = Image.fromarray(ref_img).resize((size, size))
-        images = self.pipe(prompt=prompt, image=init, strength=strength, guidance_scale=guidance_scale,
-                           num_inference_steps=num_inference_steps, num_images_per_prompt=num_images_per_request,
-                           ip_adapter_image_embeds=[embeds.to(self.pipe.device, dtype)], generator=generator
-                           ).images
+        zero = torch.zeros_like(pref)
+        if self.backbone == "instruct-pix2pix":
+            # its three branches: (text + preference, image), (∅, image), (∅, ∅)
+            guided = guidance_scale > 1 and image_guidance_scale >= 1
+            embeds = [(torch.cat([pref, zero, zero]) if guided else pref)[:, None, :].to(self.pipe.device, dtype)]
+            # diffusers 0.42's InstructPix2Pix pipeline hands the UNet the IP-Adapter embeddings only
+            # when it encoded ip_adapter_image itself, not for ip_adapter_image_embeds: pass them in
+            expanded = self.pipe.prepare_ip_adapter_image_embeds(None, embeds, self.pipe.device,
+                                                                 num_images_per_request, guided)
+
+            def add_embeds(module, args, kwargs):
+                if kwargs.get("added_cond_kwargs") is None:
+                    kwargs["added_cond_kwargs"] = {"image_embeds": expanded}
+                return args, kwargs
+
+            hook = self.pipe.unet.register_forward_pre_hook(add_embeds, with_kwargs=True)
+            try:
+                images = self.pipe(prompt=prompt, image=init, guidance_scale=guidance_scale,
+                                   image_guidance_scale=image_guidance_scale, num_inference_steps=num_inference_steps,
+                                   num_images_per_prompt=num_images_per_request, ip_adapter_image_embeds=embeds,
+                                   generator=generator).images
+            finally:
+                hook.remove()
+        else:
+            # (negative, positive) for classifier-free guidance, else the positive alone: (2 or 1, 1 image, D)
+            embeds = (torch.cat([zero, pref]) if guidance_scale > 1 else pref)[:, None, :]
+            images = self.pipe(prompt=prompt, image=init, strength=strength, guidance_scale=guidance_scale,
+                               num_inference_steps=num_inference_steps, num_images_per_prompt=num_images_per_request,
+                               ip_adapter_image_embeds=[embeds.to(self.pipe.device, dtype)], generator=generator
+                               ).images
         return SDOutput(images, w[0].numpy(), fallback[0],
                         {"retrieval_s": t1 - t0, "generation_s": time.perf_counter() - t1})

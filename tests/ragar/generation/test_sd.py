@@ -78,6 +78,14 @@ def sd_dirs(tmp_path_factory):
         root / "image_encoder")
     save_file(_ip_adapter_weights(unet), str(_mkdir(root / "ip") / "ip-adapter_sd15.safetensors"))
     _sdxl(root, n_vocab)
+    # InstructPix2Pix: the same parts, a UNet that reads the reference's latents as 4 more channels
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    p2p_unet = UNet2DConditionModel(**{**dict(unet.config), "in_channels": 8})
+    StableDiffusionInstructPix2PixPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=p2p_unet,
+                                           scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
+                                           requires_safety_checker=False).save_pretrained(root / "pix2pix")
+    save_file(_ip_adapter_weights(p2p_unet), str(_mkdir(root / "ip-p2p") / "ip-adapter_sd15.safetensors"))
     return root
 
 
@@ -164,6 +172,26 @@ def test_ip_adapter_from_local_dirs(sd_dirs, backbone):
     assert np.array_equal(a, b) and np.abs(a - c).max() > 0
     empty = pers(ref, [], num_inference_steps=2, guidance_scale=1.0)
     assert empty.fallback == "empty-history" and len(empty.images) == 1
+
+
+def test_instruct_pix2pix_weights_condition_on_the_reference(sd_dirs):
+    pers = StableDiffusionPersonalizer.from_pretrained(sd_dirs / "pix2pix", sd_dirs / "ip-p2p",
+                                                       sd_dirs / "image_encoder", device="cpu")
+    assert pers.backbone == "instruct-pix2pix" and pers.pipe.unet.config.in_channels == 8
+    rng = np.random.default_rng(1)
+    hist = [rng.integers(0, 255, (40, 40, 3), dtype=np.uint8) for _ in range(3)]
+    ref_a, ref_b = np.zeros((40, 40, 3), np.uint8), np.full((40, 40, 3), 255, np.uint8)
+
+    def run(ref, h=hist, scale=1.5):
+        return np.asarray(pers(ref, h, num_inference_steps=3, image_guidance_scale=scale,
+                               generator=torch.Generator().manual_seed(0)).images[0], dtype=int)
+
+    a = run(ref_a)
+    assert a.shape == (8 * pers.pipe.vae_scale_factor,) * 2 + (3,)
+    assert np.array_equal(a, run(ref_a))
+    assert np.abs(a - run(ref_b)).max() > 0  # the reference is a condition, not only a starting point
+    assert np.abs(a - run(ref_a, hist[:1])).max() > 0  # so is the preference
+    assert np.abs(a - run(ref_a, scale=3.0)).max() > 0  # and the image guidance scale acts
 
 
 def test_missing_directories_are_clear_errors(sd_dirs, tmp_path):
