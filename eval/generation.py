@@ -9,8 +9,12 @@ image is read by the world's attribute reader (:mod:`recsys.world.attributes`), 
 - **identity kept** is whether the read category and parts equal the reference identity's, and the
   cosine to the reference in the identity encoder's space.
 
-Two rows give the scale: the reference itself, unchanged (identity kept by definition, the
-reference's own style utility), and the user's ideal style (the ceiling of preference fit).
+Three rows give the scale: the reference itself, unchanged (identity kept by definition, the
+reference's own style utility); the user's ideal style (the ceiling of preference fit); and
+**the perfect answer**, what a flawless generator would return: the world renders the
+reference's identity, in the reference's view, in the user's ideal style, and it is measured
+like any method (its NearID cosine and parts kept are the ceiling of identity kept while the style
+changes).
 Requests are sampled so that personalization has something to do: the user has positive history
 in the reference's category, and the reference's style is not already the user's ideal one.
 """
@@ -129,6 +133,29 @@ def _reference_rows(world: World, reader: AttributeReader, requests: pl.DataFram
 
 
 IDEAL_ITEM_ROW = "oracle: the user's ideal item as preference"
+PERFECT_ROW = "perfect answer (world render)"
+
+
+def perfect_answers(world: World, requests: pl.DataFrame) -> np.ndarray:
+    """(R, S, S, 3): each request's reference identity rendered in its reference view in the
+    user's ideal style for the category (:func:`recsys.world.build.world_scenes`)."""
+    from recsys.world.build import world_scenes
+    from recsys.world.render import Style, render
+
+    scenes = world_scenes(world.root)
+    if scenes is None:
+        raise ValueError(f"{world.root} has no world.json: the perfect answer needs the world's renderer")
+    size = int(json.loads((world.root / "world.json").read_text())["config"]["image_size"])
+    first = dict(zip(world.items["item_id"], world.items["image"], strict=True))
+    o = world.oracle
+    u = user_index(requests["user_id"].to_numpy())
+    c = o.category_index(requests["category"].to_numpy())
+    pal, pat, fin = o.ideal_style(u, c)
+    out = []
+    for k, item in enumerate(requests["reference_item_id"].to_list()):
+        ident, _, view = scenes[first[item]]
+        out.append(render(ident, Style(int(pal[k]), int(pat[k]), int(fin[k])), view, size))
+    return np.stack(out)
 
 
 def ideal_item_embeddings(world: World, personalizer: Personalizer, requests: pl.DataFrame) -> np.ndarray:
@@ -172,6 +199,12 @@ def evaluate_generation(world: World, reader: AttributeReader, methods: list[Met
         img, ident, fit = _generate(p, users, refs, seeds, 1, "ragar", batch, "generate [ideal item]", progress,
                                     ideal_item_embeddings(world, p, requests))
         per[IDEAL_ITEM_ROW] = world_metrics(world, reader, requests, img, ident, fit)
+    if methods:
+        p = methods[0].personalizer
+        img = perfect_answers(world, requests)
+        fit, ident, _, _ = p.score(users, img, 1, refs, [None] * len(refs))
+        per[PERFECT_ROW] = world_metrics(world, reader, requests, img, ident[:, 0], fit[:, 0])
+        images[PERFECT_ROW] = img
     per.update(_reference_rows(world, reader, requests))
     rows = []
     for name, vals in per.items():
