@@ -60,6 +60,35 @@ def _personalizer(tmp: Path):
     return p, "tiny world, untrained ranker"
 
 
+def _previous_generator(embed_dim: int):
+    """The generator before #19 (32-px pixel space, the reference as embeddings only), random
+    weights of its architecture: its cost does not depend on the weights."""
+    from diffusers import DDIMScheduler
+
+    from ragar.generation.adapter import AdapterConfig, PreferenceAdapter
+    from ragar.generation.pipeline import RagarPipeline
+    from ragar.generation.train import GeneratorConfig, build_unet
+
+    cfg = GeneratorConfig(image_size=32, reference_image=False)
+    torch.manual_seed(0)
+    pipe = RagarPipeline(build_unet(cfg), DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps),
+                         PreferenceAdapter.from_sizes(AdapterConfig(embed_dim, cfg.cross_attention_dim,
+                                                                    cfg.adapter_tokens))).to(torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _request_cost(pipe, ref: torch.Tensor, pref: torch.Tensor, image, n: int, steps: int, repeats: int) -> float:
+    """Best of ``repeats`` seconds for one request of ``n`` candidates (the generator alone)."""
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first call warms up
+        t = time.perf_counter()
+        pipe(reference_embeds=ref, preference_embeds=pref, image=image, num_images_per_request=n,
+             num_inference_steps=steps, generator=torch.Generator().manual_seed(0))
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def run(quick: bool = False) -> list[Row]:
     n = 4 if quick else 8
     steps = 10 if quick else 25
@@ -84,8 +113,19 @@ def run(quick: bool = False) -> list[Row]:
         best = call(n)[0]
         t_best = time.perf_counter() - t
         overhead = best.timings["retrieval_s"] + best.timings["scoring_s"]
+        ref_vec, _, _ = p.reference_vectors([ref], [None])
+        r = torch.from_numpy(ref_vec)
+        image = p.reference_pixels([ref], [None]) if getattr(p.pipeline, "conditions_on_image", False) else None
+        p.pipeline.set_progress_bar_config(disable=True)
+        shipped = _request_cost(p.pipeline, r, r, image, 4, 25, 1 if quick else 3)
+        previous = _request_cost(_previous_generator(r.shape[1]), r, r, None, 4, 25, 1 if quick else 3)
+        size = p.pipeline.image_size
     tag = f"({where}, {steps} DDIM steps, {one.candidates[0].image.shape[0]} px)"
+    latent = "latent" if p.pipeline.vae is not None else "pixel"
     return [
+        Row("generation", f"one request, 4 candidates x 25 steps: shipped generator ({size} px, {latent} space, "
+            "reference image concatenated), s", shipped, "s", "previous generator (32 px pixel space, embeddings "
+            "only; its architecture, random weights)", previous, higher_is_better=False),
         Row("generation", f"images/s at batch {n} {tag}", n / tn, "img/s", "batch 1", 1 / t1),
         Row("generation", f"best-of-{n}: one batched call, s", t_best, "s", f"{n} sequential calls", t_seq,
             higher_is_better=False),

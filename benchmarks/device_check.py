@@ -87,8 +87,9 @@ class Models:
 
     def generate(self, rows: list[int], n: int = 1, seed: int = 0) -> np.ndarray:
         gens = [self.rt.generator(seed * 1009 + j) for _ in rows for j in range(n)]
+        image = self.inputs["reference_images"][rows] if self.pipe.conditions_on_image else None
         out = self.pipe(reference_embeds=self.inputs["reference"][rows],
-                        preference_embeds=self.inputs["preference"][rows], num_images_per_request=n,
+                        preference_embeds=self.inputs["preference"][rows], image=image, num_images_per_request=n,
                         num_inference_steps=self.steps, reference_guidance_scale=self.scales[0],
                         preference_guidance_scale=self.scales[1], generator=gens)
         return out.images
@@ -259,9 +260,13 @@ def bench_training(bundle: Path, meta: dict, runtime, steps: int) -> float:
     t = _inputs(bundle)
     p = len(t["train_targets"])
     pairs = GeneratorPairs(t["train_targets"].float(), t["train_reference"].float(), t["train_preference"].float(),
-                           ["u"] * p, [None] * p, ["i"] * p, ["i"] * p)
+                           ["u"] * p, [None] * p, ["i"] * p, ["i"] * p,
+                           reference_images=t.get("train_reference_images"))
+    # the autoencoder travels inside the shipped generator (the path it was trained from does not)
+    vae = WEIGHTS / "demo-generator" / "vae"
     cfg = GeneratorConfig(**{**meta["generator"], "steps": steps, "sample_every": 10**9, "checkpoint_every": 10**9,
-                             "init_from": None, "rank_task": False})
+                             "init_from": None, "rank_task": False,
+                             "autoencoder": str(vae) if meta["generator"].get("autoencoder") else None})
     warm = GeneratorConfig(**{**cfg.model_dump(), "steps": 3})
     with tempfile.TemporaryDirectory() as d:
         train_generator(pairs, Path(d) / "warm", warm, resume=False, progress=False, device=runtime.device)

@@ -71,6 +71,9 @@ def export(demo: Path, out: Path, requests: int = 128, pairs: int = 128, seed: i
     pref, _, _ = p.preference_embeddings(users, ref, "ragar")
     ui = p.scorer.user_inputs(users)
     ident_ref = np.stack([p._identity_of_reference(i, None) for i in items])
+    # the references' pixels at the generator's size, in [-1, 1] (an image-conditioned generator reads them)
+    ref_px = torch.from_numpy(np.stack(p.reference_pixels(items, [None] * requests))).permute(0, 3, 1, 2)
+    ref_px = ref_px.float() / 127.5 - 1
     gp = make_pairs(world, p.catalog.ids, p.vectors, cfg.generator.image_size, cfg.preference, max_pairs=pairs,
                     seed=seed, style_pairs=cfg.generator.style_pairs, style_columns=cfg.generator.style_columns)
     t = torch.from_numpy
@@ -78,7 +81,8 @@ def export(demo: Path, out: Path, requests: int = 128, pairs: int = 128, seed: i
                "hist_pos": ui.hist_pos, "mask": ui.mask, "stats": ui.stats, "skip_pos": ui.skip_pos,
                "skip_mask": ui.skip_mask, "image_table": p.scorer._image.half(),
                "combined_table": p.scorer._combined.half(), "train_targets": gp.targets.half(),
-               "train_reference": gp.reference.half(), "train_preference": gp.preference.half()}
+               "train_reference": gp.reference.half(), "train_preference": gp.preference.half(),
+               "reference_images": ref_px.half(), "train_reference_images": gp.reference_images.half()}
     out.mkdir(parents=True, exist_ok=True)
     # float16 and int32 on the way (the check widens them back): the 64 MiB a call carries is tight
     small = {k: (v.half() if v.is_floating_point() else v.int() if v.dtype == torch.int64 else v).contiguous()

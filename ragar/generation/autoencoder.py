@@ -1,11 +1,13 @@
 """The generator's autoencoder: a small diffusers ``AutoencoderTiny`` trained from scratch on world
-renders, so the UNet denoises 16x16 latents of 64-px images instead of the pixels.
+renders, so the UNet denoises 32x32x4 latents of 64-px images instead of 64x64x3 pixels.
 
 Why latents: on 2 CPU cores one request (4 candidates x 3 guidance branches x 25 steps) costs
-11.7 s in 64-px pixel space with the reference concatenated, about 0.6 s on 16x16 latents plus one
-decode (issue #19's measurements, ``make bench`` for today's). The renders are flat shapes with
-stripes, dots and checks, so a TAESD-shaped autoencoder with fewer channels reconstructs them; its
-reconstruction quality (PSNR, identity cosine of reconstructions) is reported beside the generator.
+11.7 s in 64-px pixel space with the reference concatenated (issue #19's measurement; ``make
+bench`` for today's). A TAESD-shaped autoencoder with fewer channels reconstructs the renders (flat
+shapes with stripes, dots and checks). Its reconstruction quality (PSNR, identity cosine of
+reconstructions) is reported beside the generator. One halving, not two: a 16x16x4 latent of the
+same autoencoder trained as long reached 26.9 dB held-out PSNR and lost chair legs, handles and
+dots (docs/GENERATION.md), which no generator on top could bring back.
 
 The latents are scaled by ``config.scaling_factor`` (1 / their standard deviation on the training
 renders, fitted after training) so the diffusion noise schedule sees unit-variance data, as Stable
@@ -31,9 +33,9 @@ class AutoencoderConfig(BaseModel):
     # no residual block at full resolution: 0.35 s a training step at batch 32 on 2 cores against
     # 0.79 s with one block there (measured; the full-resolution level dominates the cost)
     channels: int = Field(32, ge=8, description="width of every block (AutoencoderTiny's blocks keep one width)")
-    encoder_blocks: list[int] = Field(default_factory=lambda: [0, 2, 2], min_length=2,
+    encoder_blocks: list[int] = Field(default_factory=lambda: [0, 2], min_length=2,
                                       description="residual blocks per level; each level after the first halves")
-    decoder_blocks: list[int] = Field(default_factory=lambda: [2, 2, 0], min_length=2)
+    decoder_blocks: list[int] = Field(default_factory=lambda: [2, 0], min_length=2)
     latent_channels: int = Field(4, ge=1)
     batch_size: int = Field(32, ge=1)
     steps: int = Field(3000, ge=1)
@@ -145,8 +147,16 @@ def train_autoencoder(images: torch.Tensor, out: str | Path, cfg: AutoencoderCon
 def load_autoencoder(path: str | Path, torch_dtype: torch.dtype = torch.float32):
     """A trained autoencoder directory (``config.json`` + safetensors; nothing is unpickled)."""
     from diffusers import AutoencoderTiny
+    from diffusers.utils import logging
 
-    return AutoencoderTiny.from_pretrained(path, torch_dtype=torch_dtype, local_files_only=True).eval()
+    # AutoencoderTiny records a block_out_channels its __init__ does not take, so every load of a
+    # saved one warns that it "will be ignored" (diffusers 0.42): true and harmless, hidden here
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        return AutoencoderTiny.from_pretrained(path, torch_dtype=torch_dtype, local_files_only=True).eval()
+    finally:
+        logging.set_verbosity(level)
 
 
 def world_renders(root: str | Path, image_size: int, limit: int | None = None, seed: int = 0) -> torch.Tensor:

@@ -41,7 +41,7 @@ def test_training_saves_a_scaled_autoencoder(renders, tmp_path):
     x = renders[:64].float() / 127.5 - 1
     with torch.no_grad():
         z = encode(vae, x)
-        assert z.shape == (64, 4, 4, 4)
+        assert z.shape == (64, 4, 8, 8)
         assert 0.5 < float(z.std()) < 2.0  # scaled to about unit variance
         y = decode(vae, z)
     assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1

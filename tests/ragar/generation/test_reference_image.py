@@ -21,10 +21,10 @@ def _pipe(latent: bool = False):
     vae = None
     ch, size = 3, S
     if latent:
-        from ragar.generation.autoencoder import AutoencoderConfig, build_autoencoder
+        from ragar.generation.autoencoder import AutoencoderConfig, build_autoencoder, downscale_of
 
         vae = build_autoencoder(AutoencoderConfig(image_size=S, channels=8)).eval()
-        ch, size = vae.config.latent_channels, S // 4
+        ch, size = vae.config.latent_channels, S // downscale_of(vae)
     unet = UNet2DConditionModel(sample_size=size, in_channels=2 * ch, out_channels=ch, layers_per_block=1,
                                 block_out_channels=(16, 32), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=C,

@@ -109,7 +109,7 @@ def test_latent_generator_trains_and_loads(pairs, tiny_world, tmp_path):
                         progress=False)
     assert s["final_loss"] < s["first_loss"]
     pipe = RagarPipeline.from_pretrained(tmp_path / "g")
-    assert pipe.vae is not None and pipe.unet.config.sample_size == 4 and pipe.unet.config.in_channels == 8
+    assert pipe.vae is not None and pipe.unet.config.sample_size == 8 and pipe.unet.config.in_channels == 8
     assert pipe.image_size == 16
     pipe.set_progress_bar_config(disable=True)
     out = pipe(reference_embeds=pairs.reference[:1], preference_embeds=pairs.preference[:1],
