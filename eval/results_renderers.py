@@ -44,7 +44,8 @@ def _mean(r: dict, k: str):
 
 GENERATION_LABELS = {"ragar": "ragar (retrieval-weighted history)", "uniform": "uniform history",
                      "reference-only": "reference only", "ragar + best-of-4": "ragar + best-of-4",
-                     "reference unchanged": "the reference, unchanged"}
+                     "reference unchanged": "the reference, unchanged",
+                     "perfect answer (world render)": "the perfect answer: the world renders it in the ideal style"}
 
 
 def generation_headline(d: dict) -> str:

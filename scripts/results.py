@@ -28,6 +28,13 @@ COMMANDS = {
         ["ragar", "eval", "generation", "--data", "runs/demo/world", "--rankers", "runs/demo/rankers",
          "--requests", "120", "--config", "demo", "--out", "runs/results/generation"],
         "runs/results/generation/generation.json"),
+    # the same protocol on a second world (world seed 1) the generator never saw:
+    #   ragar world build --out runs/world-seed1/world --size demo --set world.seed=1
+    #   ragar train ranker --data runs/world-seed1/world --out runs/world-seed1/rankers --config demo
+    "docs/results/generation_seed1.json": (
+        ["ragar", "eval", "generation", "--data", "runs/world-seed1/world", "--rankers", "runs/world-seed1/rankers",
+         "--requests", "120", "--config", "demo", "--out", "runs/results/generation-seed1"],
+        "runs/results/generation-seed1/generation.json"),
     "docs/results/preference.json": (
         ["ragar", "eval", "preference", "--data", "runs/demo/world", "--config", "demo",
          "--out", "runs/results/preference"],

@@ -41,6 +41,13 @@ class AutoencoderConfig(BaseModel):
     steps: int = Field(3000, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     seed: int = 0
+    # a diffusion sample's latents are never exact: a decoder that saw only clean latents turns a
+    # 0.1-std latent error into visible grain (measured), so it also learns from noisy ones
+    decoder_noise: float = Field(0.0, ge=0, description="std (in scaled-latent units) of the noise added to the "
+                                 "latents the decoder learns from, drawn uniformly up to this")
+    init_from: str | None = Field(None, description="start from this trained autoencoder")
+    freeze_encoder: bool = Field(False, description="train the decoder only: the latents (and any generator "
+                                 "trained on them) stay valid")
 
     @model_validator(mode="after")
     def _levels(self) -> AutoencoderConfig:
@@ -109,8 +116,17 @@ def train_autoencoder(images: torch.Tensor, out: str | Path, cfg: AutoencoderCon
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    vae = build_autoencoder(cfg).to(device).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.learning_rate, weight_decay=1e-5)
+    vae = build_autoencoder(cfg)
+    if cfg.init_from:
+        vae.load_state_dict(load_autoencoder(cfg.init_from).state_dict())
+        vae.register_to_config(scaling_factor=load_autoencoder(cfg.init_from).config.scaling_factor)
+    vae = vae.to(device).train()
+    if cfg.freeze_encoder:
+        if not cfg.init_from:
+            raise ValueError("autoencoder.freeze_encoder needs autoencoder.init_from (an encoder to keep)")
+        vae.encoder.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                            weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=cfg.steps, pct_start=0.05)
     g = torch.Generator().manual_seed(cfg.seed)
     losses, t0 = [], time.perf_counter()
@@ -119,7 +135,11 @@ def train_autoencoder(images: torch.Tensor, out: str | Path, cfg: AutoencoderCon
         x = train[idx].to(device).float() / 127.5 - 1
         flip = torch.rand(len(x), generator=g) < 0.5  # the renders are lit from either side
         x = torch.where(flip[:, None, None, None].to(device), x.flip(-1), x)
-        y = vae.decode(vae.encode(x).latents).sample
+        z = vae.encode(x).latents
+        if cfg.decoder_noise > 0:  # in scaled-latent units; the decoder reads unscaled latents
+            sigma = torch.rand(len(z), 1, 1, 1, generator=g).to(device) * cfg.decoder_noise
+            z = z + sigma * torch.randn(z.shape, generator=g).to(device) / vae.config.scaling_factor
+        y = vae.decode(z).sample
         loss = (y - x).abs().mean() + ((y - x) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -129,15 +149,19 @@ def train_autoencoder(images: torch.Tensor, out: str | Path, cfg: AutoencoderCon
     vae.eval()
     with torch.no_grad():
         sample = train[torch.randperm(len(train), generator=g)[:1024]].to(device).float() / 127.5 - 1
-        z = torch.cat([vae.encode(sample[i:i + 256]).latents for i in range(0, len(sample), 256)])
-        vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+        if not cfg.freeze_encoder:  # a kept encoder keeps its scale: the generator's latents stay as they were
+            z = torch.cat([vae.encode(sample[i:i + 256]).latents for i in range(0, len(sample), 256)])
+            vae.register_to_config(scaling_factor=float(1.0 / z.std()))
         x = test.to(device).float() / 127.5 - 1
-        rec = decode(vae, encode(vae, x))
+        z = encode(vae, x)
+        rec = decode(vae, z)
         quality = psnr(rec.cpu(), x.cpu())
+        noisy = psnr(decode(vae, z + 0.2 * torch.randn(z.shape, generator=g).to(device)).cpu(), x.cpu())
     vae.save_pretrained(out, safe_serialization=True)
     summary = {"config": cfg.model_dump(), "steps": cfg.steps, "images": len(train), "held_out": len(test),
                "first_loss": float(np.mean(losses[:20])), "final_loss": float(np.mean(losses[-20:])),
                "psnr_held_out": float(quality.mean()), "psnr_held_out_min": float(quality.min()),
+               "psnr_held_out_latent_noise_0.2": float(noisy.mean()),
                "scaling_factor": vae.config.scaling_factor, "seconds": time.perf_counter() - t0,
                "device": str(device), "torch_threads": torch.get_num_threads(), **(provenance or {})}
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))

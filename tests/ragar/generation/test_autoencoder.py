@@ -54,5 +54,22 @@ def test_bad_training_input(renders, tmp_path):
     with pytest.raises(ValueError, match=r"autoencoder\.image_size is 32"):
         train_autoencoder(renders, tmp_path, AutoencoderConfig(image_size=32, channels=8, steps=1), progress=False)
     with pytest.raises(ValueError, match="multiple of the downscale"):
-        AutoencoderConfig(image_size=18)
+        AutoencoderConfig(image_size=17)
     assert build_autoencoder(AutoencoderConfig(image_size=16, channels=8)).config.latent_channels == 4
+
+
+def test_decoder_fine_tuning_keeps_the_latents(renders, tmp_path):
+    """freeze_encoder + decoder_noise: the decoder learns to ignore latent noise while the encoder,
+    its scale and so every latent a generator was trained on stay exactly as they were."""
+    base = AutoencoderConfig(image_size=16, channels=8, steps=10, batch_size=16)
+    train_autoencoder(renders, tmp_path / "a", base, progress=False)
+    with pytest.raises(ValueError, match="needs autoencoder.init_from"):
+        train_autoencoder(renders, tmp_path / "x", base.model_copy(update={"freeze_encoder": True}), progress=False)
+    cfg = base.model_copy(update={"init_from": str(tmp_path / "a"), "freeze_encoder": True, "decoder_noise": 0.4})
+    s = train_autoencoder(renders, tmp_path / "b", cfg, progress=False)
+    a, b = load_autoencoder(tmp_path / "a"), load_autoencoder(tmp_path / "b")
+    assert b.config.scaling_factor == a.config.scaling_factor
+    for k, v in a.encoder.state_dict().items():
+        torch.testing.assert_close(b.encoder.state_dict()[k], v, rtol=0, atol=0)
+    assert any(not torch.equal(b.decoder.state_dict()[k], v) for k, v in a.decoder.state_dict().items())
+    assert "psnr_held_out_latent_noise_0.2" in s
