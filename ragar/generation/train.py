@@ -266,8 +266,8 @@ def sample_grid(unet, adapter, pairs: GeneratorPairs, cfg: GeneratorConfig, n: i
 
     was_training = unet.training
     unet.eval()
-    pipe = RagarPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps),
-                         adapter=adapter, vae=vae)
+    pipe = RagarPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps,
+                                                            clip_sample=vae is None), adapter=adapter, vae=vae)
     pipe.set_progress_bar_config(disable=True)
     n = min(n, len(pairs.targets))
     refs = pairs.reference_images[:n] if pipe.conditions_on_image else None
@@ -361,7 +361,8 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     params = [*unet.parameters(), *adapter.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=1e-4)
     ema = EMAModel(params, decay=cfg.ema_decay)
-    scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps)
+    # x̂0 clipping to [-1, 1] suits pixels; unit-variance latents would be cut off by it
+    scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, clip_sample=vae is None)
     ck = latest_checkpoint(out) if resume else None
     start, losses, rank_log = _resume(ck, unet, adapter, opt, ema) if ck is not None else (0, [], [])
     if cfg.batch_size % acc.num_processes:

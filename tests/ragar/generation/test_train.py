@@ -90,7 +90,7 @@ def test_style_pairs_render_styles_the_identity_lacks(tiny_world):
     rng = np.random.default_rng(0)
     vec = rng.normal(size=(items.height, 24)).astype(np.float32)
     p = make_pairs(tiny_world, items["item_id"].to_numpy(), vec, image_size=16, style_pairs=1.0)
-    assert bool(p.style_pair.all())
+    assert p.style_pair.float().mean() > 0.8  # (a style only the target's own identity has keeps its history)
     own = {i: (a, b, c) for i, a, b, c in items.select("item_id", "palette", "pattern", "finish").iter_rows()}
     plain = make_pairs(tiny_world, items["item_id"].to_numpy(), vec, image_size=16)
     # same event order and cameras are drawn after the styles: some targets now differ from the clicked item's render
@@ -111,6 +111,7 @@ def test_latent_generator_trains_and_loads(pairs, tiny_world, tmp_path):
     pipe = RagarPipeline.from_pretrained(tmp_path / "g")
     assert pipe.vae is not None and pipe.unet.config.sample_size == 8 and pipe.unet.config.in_channels == 8
     assert pipe.image_size == 16
+    assert pipe.scheduler.config.clip_sample is False  # latents are not in [-1, 1]: no x̂0 clipping
     pipe.set_progress_bar_config(disable=True)
     out = pipe(reference_embeds=pairs.reference[:1], preference_embeds=pairs.preference[:1],
                image=pairs.reference_images[:1], num_inference_steps=2)
