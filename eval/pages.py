@@ -186,7 +186,10 @@ def generation_page(res: dict, images: dict, world, personalizer, reqs, out: Pat
     size = images[names[0]].shape[1:3]
     ref_imgs = [load_rgb(personalizer.reference_images[i], size=size[::-1])
                 for i in reqs["reference_item_id"][:k]]
-    grid = np.concatenate([np.concatenate(ref_imgs, 1)] + [np.concatenate(list(images[n][:k]), 1) for n in names], 0)
+    def at_size(imgs: np.ndarray) -> np.ndarray:  # rows rendered at another size (the perfect answer) are resized
+        return np.concatenate([im if im.shape[:2] == size else load_rgb(im, size=size[::-1]) for im in imgs[:k]], 1)
+
+    grid = np.concatenate([np.concatenate(ref_imgs, 1)] + [at_size(images[n]) for n in names], 0)
     rep.image(np.kron(grid, np.ones((3, 3, 1), np.uint8)),
               "rows: the reference, then " + ", ".join(names) + " (columns: requests)")
     # one reference for several users with different preferences

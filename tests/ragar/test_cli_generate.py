@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from eval.generation import IDEAL_ITEM_ROW
+from eval.generation import IDEAL_ITEM_ROW, PERFECT_ROW
 from ragar.cli import app
 
 runner = CliRunner()
@@ -79,11 +79,14 @@ def test_eval_generation_table(gen_args, tiny_models, tmp_path):
     res = json.loads((tmp_path / "rep" / "generation.json").read_text())
     names = [row["method"] for row in res["rows"]]
     assert names == ["ragar", "uniform", "reference-only", "ragar + best-of-2", "ragar + rank task",
-                     IDEAL_ITEM_ROW, "reference unchanged", "ideal style (ceiling)"]
+                     IDEAL_ITEM_ROW, PERFECT_ROW, "reference unchanged", "ideal style (ceiling)"]
     rows = {row["method"]: row for row in res["rows"]}
     # the generator with the oracle's ideal item as preference: scored like every method
     assert -1 <= rows[IDEAL_ITEM_ROW]["identity_cos"]["mean"] <= 1 and rows[IDEAL_ITEM_ROW]["ranker_fit"] is not None
     assert rows["reference unchanged"]["identity_cos"]["mean"] == pytest.approx(1.0)
+    # the perfect answer is measured like a method: identity against the reference, ranker fit, the ideal palette
+    perfect = rows[PERFECT_ROW]
+    assert -1 <= perfect["identity_cos"]["mean"] < 1 and perfect["ranker_fit"] is not None
     # the ceiling is the best any style can do for these users
     assert all(rows["ideal style (ceiling)"]["utility"]["mean"] >= row["utility"]["mean"] - 1e-9
                for row in res["rows"])

@@ -63,7 +63,7 @@ def test_decoder_fine_tuning_keeps_the_latents(renders, tmp_path):
     its scale and so every latent a generator was trained on stay exactly as they were."""
     base = AutoencoderConfig(image_size=16, channels=8, steps=10, batch_size=16)
     train_autoencoder(renders, tmp_path / "a", base, progress=False)
-    with pytest.raises(ValueError, match="needs autoencoder.init_from"):
+    with pytest.raises(ValueError, match=r"needs autoencoder\.init_from"):
         train_autoencoder(renders, tmp_path / "x", base.model_copy(update={"freeze_encoder": True}), progress=False)
     cfg = base.model_copy(update={"init_from": str(tmp_path / "a"), "freeze_encoder": True, "decoder_noise": 0.4})
     s = train_autoencoder(renders, tmp_path / "b", cfg, progress=False)
