@@ -1,0 +1,18 @@
+#!/bin/sh
+# The image-conditioned demo generator's recipe (issue #19), after `make demo` (it reads
+# runs/demo/world). Each stage resumes or can be rerun alone; OUT defaults to runs/gen19.
+#   1. the autoencoder (64 px -> 32x32x4 latents), ~14 min on 2 cores
+#   2. its decoder again, with latent noise (encoder and scale frozen), ~13 min
+#   3. the latent UNet on aligned pairs (configs/demo.yaml), ~0.9 steps/s on 2 cores
+# Run it with nothing else on the machine: two OpenMP processes on two cores slow each other ~4x.
+set -e
+OUT=${OUT:-runs/gen19}
+BIN=${BIN:-.venv/bin}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+[ -f "$OUT/autoencoder/config.json" ] || "$BIN/ragar" train autoencoder --data runs/demo/world \
+    --out "$OUT/autoencoder" --config demo
+[ -f "$OUT/autoencoder-robust/config.json" ] || "$BIN/ragar" train autoencoder --data runs/demo/world \
+    --out "$OUT/autoencoder-robust" --config demo --steps 1200 --set "autoencoder.init_from=$OUT/autoencoder" \
+    --set autoencoder.freeze_encoder=true --set autoencoder.decoder_noise=0.4 --set autoencoder.learning_rate=0.0005
+"$BIN/ragar" train generator --data runs/demo/world --out "$OUT/generator" --config demo \
+    --set "generator.autoencoder=$OUT/autoencoder-robust" "$@"
