@@ -93,8 +93,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR (dB) of images in [-1, 1] on the 8-bit scale."""
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
-    return torch.stack([peak_signal_noise_ratio((x + 1) / 2, (y + 1) / 2, data_range=1.0) for x, y in zip(a, b,
-                                                                                                       strict=True)])
+    return peak_signal_noise_ratio((a + 1) / 2, (b + 1) / 2, data_range=1.0, reduction="none", dim=(1, 2, 3))
 
 
 def train_autoencoder(images: torch.Tensor, out: str | Path, cfg: AutoencoderConfig, held_out: int = 256,
@@ -118,8 +117,9 @@ def train_autoencoder(images: torch.Tensor, out: str | Path, cfg: AutoencoderCon
     torch.manual_seed(cfg.seed)
     vae = build_autoencoder(cfg)
     if cfg.init_from:
-        vae.load_state_dict(load_autoencoder(cfg.init_from).state_dict())
-        vae.register_to_config(scaling_factor=load_autoencoder(cfg.init_from).config.scaling_factor)
+        init = load_autoencoder(cfg.init_from)
+        vae.load_state_dict(init.state_dict())
+        vae.register_to_config(scaling_factor=init.config.scaling_factor)
     vae = vae.to(device).train()
     if cfg.freeze_encoder:
         if not cfg.init_from:
@@ -150,8 +150,8 @@ def train_autoencoder(images: torch.Tensor, out: str | Path, cfg: AutoencoderCon
     with torch.no_grad():
         sample = train[torch.randperm(len(train), generator=g)[:1024]].to(device).float() / 127.5 - 1
         if not cfg.freeze_encoder:  # a kept encoder keeps its scale: the generator's latents stay as they were
-            z = torch.cat([vae.encode(sample[i:i + 256]).latents for i in range(0, len(sample), 256)])
-            vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+            vae.register_to_config(scaling_factor=1.0)  # fit on the raw latents
+            vae.register_to_config(scaling_factor=float(1.0 / encode(vae, sample).std()))
         x = test.to(device).float() / 127.5 - 1
         z = encode(vae, x)
         rec = decode(vae, z)
@@ -187,13 +187,12 @@ def world_renders(root: str | Path, image_size: int, limit: int | None = None, s
     """Every view and distractor render of a world as (N, 3, S, S) uint8, shuffled with ``seed``
     (the autoencoder's training set; distractors add part variants the catalog lacks)."""
     import polars as pl
+    from PIL import Image
 
     from recsys.data.images import load_rgb
 
     root = Path(root)
     paths = pl.read_parquet(root / "views.parquet")["image"].to_list()
     order = np.random.default_rng(seed).permutation(len(paths))[:limit]
-    from PIL import Image
-
     arr = np.stack([load_rgb(root / paths[i], size=image_size, resample=Image.BICUBIC) for i in order])
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
