@@ -369,3 +369,41 @@ def eval_clpips(
     print_table([{"distance": k, **rep[k]} for k in ("unfitted", "fitted")],
                 f"CLPIPS on {rep['held_out_pairs']} held-out pairs (judged by: {source.split(' (')[0]})")
     return rep
+
+
+@eval_app.command("autoencoder")
+def eval_autoencoder(
+    data: Annotated[Path, typer.Option("--data", "-d", help="the world the autoencoder was trained on")],
+    autoencoder: Annotated[Path, typer.Option(help="a trained autoencoder directory, or a generator with a vae/")],
+    held_out: Annotated[int, typer.Option(help="the last N of the training order (the ones training kept out)")] = 256,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/autoencoder"),
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> dict:
+    """Reconstruction quality of the generator's autoencoder on the renders its training held out:
+    PSNR and the identity encoder's cosine between each render and its reconstruction."""
+    from eval.autoencoder import evaluate_autoencoder
+    from ragar.encoders.registry import build_image_encoder
+    from ragar.generation.autoencoder import load_autoencoder, world_renders
+
+    cfg = get_config(config, set_)
+    path = autoencoder / "vae" if (autoencoder / "vae" / "config.json").exists() else autoencoder
+    if not (path / "config.json").exists():
+        raise fail(f"{autoencoder} is not an autoencoder directory (no config.json)")
+    if not (data / "views.parquet").exists():
+        raise fail(f"{data} is not a world directory (no views.parquet)")
+    if held_out < 1:
+        raise fail("--held-out must be at least 1")
+    vae = load_autoencoder(path)
+    # the order training shuffled them in (autoencoder.seed): its last N were held out
+    images = world_renders(data, cfg.autoencoder.image_size, seed=cfg.autoencoder.seed)[-held_out:]
+    ident = build_image_encoder(cfg.encoder.identity) if cfg.encoder.identity else None
+    rep = evaluate_autoencoder(vae, images, ident)
+    rep.update(autoencoder=str(path), identity_encoder=cfg.encoder.identity, provenance=provenance(cfg))
+    write_json(rep, out / "autoencoder.json")
+    row = {"images": rep["images"], "latents": "x".join(map(str, rep["latent_shape"])),
+           "PSNR (dB)": rep["psnr"]["mean"], "worst PSNR": rep["psnr"]["min"]}
+    if "identity_cos" in rep:
+        row |= {"identity cos": rep["identity_cos"]["mean"], "worst identity cos": rep["identity_cos"]["min"]}
+    print_table([row], f"autoencoder {path} on {rep['images']} held-out renders")
+    return rep

@@ -71,7 +71,14 @@ class RankTask:
         return float((logits[:, 0] > logits[:, 1]).float().mean())
 
 
-def predicted_clean(scheduler, xt: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """x̂_0 = (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t) for an epsilon-predicting model."""
+def predicted_clean(scheduler, xt: torch.Tensor, out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x̂_0 from the model's output, as the scheduler's ``prediction_type`` reads it:
+    (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t) for ``epsilon``, sqrt(ᾱ_t) x_t - sqrt(1 - ᾱ_t) v̂ for
+    ``v_prediction``."""
     a = scheduler.alphas_cumprod.to(xt.device)[t].view(-1, 1, 1, 1)
-    return (xt - (1 - a).sqrt() * eps) / a.sqrt()
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return (xt - (1 - a).sqrt() * out) / a.sqrt()
+    if kind == "v_prediction":
+        return a.sqrt() * xt - (1 - a).sqrt() * out
+    raise ValueError(f"unsupported prediction_type {kind!r}")

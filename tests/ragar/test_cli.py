@@ -56,3 +56,21 @@ def test_progress_bars_off_a_terminal_are_one_line_per_stage():
 
     assert redraws(head + stage) > 2  # tqdm's own default: a redraw every 0.1 s into the log
     assert redraws(head + "import ragar.cli\n" + stage) == 2  # as the `ragar` entry point runs: start, end
+    # a live loss in the bar must not force a redraw per step (set_postfix refreshes by default)
+    loss = stage.replace(
+        "for _ in tqdm(range(300), desc='stage'): time.sleep(0.002)",
+        "bar = tqdm(range(300), desc='stage')\nfor i in bar:\n    time.sleep(0.002)\n"
+        "    bar.set_postfix(refresh=False, loss=f'{i}')")
+    assert redraws(head + "import ragar.cli\n" + loss) == 2
+    assert redraws(head + "import ragar.cli\n" + loss.replace("refresh=False, ", "")) > 2
+
+
+def test_no_progress_bar_in_the_package_redraws_on_every_postfix():
+    """The rule the test above measures, checked where bars are made."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    offenders = [f"{p.relative_to(root)}:{i}" for pkg in ("ragar", "recsys", "eval", "serving")
+                 for p in (root / pkg).rglob("*.py") for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if "set_postfix(" in line and "refresh=False" not in line]
+    assert not offenders, offenders

@@ -73,3 +73,13 @@ def test_decoder_fine_tuning_keeps_the_latents(renders, tmp_path):
         torch.testing.assert_close(b.encoder.state_dict()[k], v, rtol=0, atol=0)
     assert any(not torch.equal(b.decoder.state_dict()[k], v) for k, v in a.decoder.state_dict().items())
     assert "psnr_held_out_latent_noise_0.2" in s
+
+
+def test_ssim_term_adds_to_the_loss_and_trains(renders, tmp_path):
+    """Same seed, same batches: the 1 - SSIM term is on top of L1 + MSE, and the loss still falls."""
+    base = AutoencoderConfig(image_size=16, channels=8, steps=30, batch_size=16, learning_rate=3e-3)
+    plain = train_autoencoder(renders, tmp_path / "a", base, progress=False)
+    s = train_autoencoder(renders, tmp_path / "b", base.model_copy(update={"ssim_weight": 1.0}), progress=False)
+    assert s["first_loss"] > plain["first_loss"] + 0.1  # an untrained decoder's SSIM is far from 1
+    assert s["final_loss"] < s["first_loss"]
+    assert json.loads((tmp_path / "b" / "training.json").read_text())["config"]["ssim_weight"] == 1.0

@@ -24,15 +24,23 @@ class TinyImageModel(nn.Module):
         return self.conv(x)
 
 
-def test_predicted_clean_undoes_the_forward_noise():
-    sched = DDPMScheduler(num_train_timesteps=100)
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])
+def test_predicted_clean_undoes_the_forward_noise(kind):
+    sched = DDPMScheduler(num_train_timesteps=100, prediction_type=kind)
     g = torch.Generator().manual_seed(0)
     x0 = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1
     eps = torch.randn(4, 3, 8, 8, generator=g)
     t = torch.tensor([0, 10, 50, 99])
     xt = sched.add_noise(x0, eps, t)
-    assert torch.allclose(predicted_clean(sched, xt, eps, t), x0, atol=1e-4)
+    target = eps if kind == "epsilon" else sched.get_velocity(x0, eps, t)
+    assert torch.allclose(predicted_clean(sched, xt, target, t), x0, atol=1e-4)
     assert not torch.allclose(predicted_clean(sched, xt, torch.zeros_like(eps), t)[1:], x0[1:], atol=1e-2)
+
+
+def test_predicted_clean_refuses_an_unknown_parameterisation():
+    with pytest.raises(ValueError, match="sample"):
+        predicted_clean(DDPMScheduler(num_train_timesteps=10, prediction_type="sample"), torch.zeros(1, 3, 2, 2),
+                        torch.zeros(1, 3, 2, 2), torch.tensor([1]))
 
 
 @pytest.fixture(scope="module")

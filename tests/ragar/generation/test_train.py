@@ -112,6 +112,8 @@ def test_latent_generator_trains_and_loads(pairs, tiny_world, tmp_path):
     assert pipe.vae is not None and pipe.unet.config.sample_size == 8 and pipe.unet.config.in_channels == 8
     assert pipe.image_size == 16
     assert pipe.scheduler.config.clip_sample is False  # latents are not in [-1, 1]: no x̂0 clipping
+    # the sampler reads the UNet's output as it was trained: v (the default), not epsilon
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
     pipe.set_progress_bar_config(disable=True)
     out = pipe(reference_embeds=pairs.reference[:1], preference_embeds=pairs.preference[:1],
                image=pairs.reference_images[:1], num_inference_steps=2)
