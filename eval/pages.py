@@ -190,7 +190,8 @@ def generation_page(res: dict, images: dict, world, personalizer, reqs, out: Pat
         return np.concatenate([im if im.shape[:2] == size else load_rgb(im, size=size[::-1]) for im in imgs[:k]], 1)
 
     grid = np.concatenate([np.concatenate(ref_imgs, 1)] + [at_size(images[n]) for n in names], 0)
-    rep.image(np.kron(grid, np.ones((3, 3, 1), np.uint8)),
+    zoom = np.ones((max(1, round(128 / size[0])),) * 2 + (1,), np.uint8)  # about 128 px a picture, whole pixels
+    rep.image(np.kron(grid, zoom),
               "rows: the reference, then " + ", ".join(names) + " (columns: requests)")
     # one reference for several users with different preferences
     cat = reqs["category"][0]
@@ -207,8 +208,8 @@ def generation_page(res: dict, images: dict, world, personalizer, reqs, out: Pat
     rep.gallery([(img, f"{u}: likes {PALETTES[int(ideal[users.index(u)])][0]} {cat}s") for u, img in
                  zip(picked, row, strict=True)], 96)
     strip = np.concatenate([ref_imgs[0], *row], 1)
-    Image.fromarray(np.kron(strip, np.ones((4, 4, 1), np.uint8))).save(out / "one_reference_many_users.png")
-    Image.fromarray(np.kron(grid, np.ones((3, 3, 1), np.uint8))).save(out / "methods_grid.png")
+    Image.fromarray(np.kron(strip, zoom)).save(out / "one_reference_many_users.png")
+    Image.fromarray(np.kron(grid, zoom)).save(out / "methods_grid.png")
     return rep
 
 

@@ -71,7 +71,8 @@ class GeneratorConfig(BaseModel):
     rank_weight: float = Field(0.5, ge=0)
     rank_batch: int = Field(8, ge=2)
     rank_max_t: int = Field(400, ge=1, description="rank loss only where t < this (x̂0 is an image)")
-    init_from: str | None = Field(None, description="start from this trained generator's weights (fine-tuning)")
+    init_from: str | None = Field(None, description="start from this trained generator's weights (fine-tuning), or "
+                                  "a training checkpoint's EMA weights (a checkpoint-N directory)")
     # style pairs (make_pairs): teach the adapter to read *how* an item looks from the preference
     style_pairs: float = Field(0.0, ge=0, le=1, description="share of pairs whose preference is same-style items")
     style_columns: list[str] = Field(default_factory=lambda: ["palette", "pattern", "finish"], min_length=1,
@@ -365,7 +366,19 @@ def _initial_models(pairs: GeneratorPairs, cfg: GeneratorConfig):
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(init / "unet", torch_dtype=torch.float32)
                              .state_dict())
         adapter.load_state_dict(PreferenceAdapter.from_pretrained(init / "adapter").state_dict())
+        if (init / "ema.safetensors").exists():  # a training checkpoint: start from its EMA weights,
+            _copy_ema(load_file(str(init / "ema.safetensors")), [*unet.parameters(), *adapter.parameters()])
     return unet, adapter, vae
+
+
+def _copy_ema(shadow: dict[str, torch.Tensor], params: list[torch.nn.Parameter]) -> None:
+    """Copy a checkpoint's EMA shadow (``ema.{i}``, in parameter order) into ``params``; the
+    weights a finished run releases (:func:`train_generator` copies them the same way)."""
+    if len(shadow) != len(params):
+        raise ValueError(f"the checkpoint's EMA holds {len(shadow)} tensors for {len(params)} parameters")
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            p.copy_(shadow[f"ema.{i}"])
 
 
 def _resume(ck: Path, unet, adapter, opt, ema) -> tuple[int, list, list]:

@@ -214,3 +214,19 @@ def test_style_pairs_name_a_missing_column(tiny_world):
     with pytest.raises(ValueError, match="colour"):
         make_pairs(tiny_world, items["item_id"].to_numpy(), vec, image_size=16, style_pairs=0.5,
                    style_columns=["palette", "colour"])
+
+
+def test_init_from_a_checkpoint_takes_its_ema_weights(pairs, tmp_path):
+    """A checkpoint-N directory as init_from starts from the EMA weights a finished run releases."""
+    from ragar.generation.pipeline import RagarPipeline
+    from ragar.generation.train import _initial_models
+
+    train_generator(pairs, tmp_path / "g", GeneratorConfig(**{**TINY, "steps": 6, "ema_decay": 0.9}),
+                    progress=False)
+    released = RagarPipeline.from_pretrained(tmp_path / "g")
+    unet, adapter, _ = _initial_models(pairs, GeneratorConfig(**{**TINY, "init_from": str(tmp_path / "g" /
+                                                                                       "checkpoint-6")}))
+    for a, b in zip(unet.state_dict().values(), released.unet.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(adapter.state_dict().values(), released.adapter.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
