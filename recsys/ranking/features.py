@@ -14,6 +14,7 @@ without materialising a (c, n, D) history copy per candidate.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -51,8 +52,9 @@ class ItemTable:
     category: np.ndarray    # (N,) category index
     categories: list[str]
 
-    @property
+    @cached_property
     def positions(self) -> dict[str, int]:
+        """Item id -> row; built once (the scorer reads it on every request)."""
         return {k: i for i, k in enumerate(self.ids)}
 
 

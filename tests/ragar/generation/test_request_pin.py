@@ -1,7 +1,8 @@
 """The same request gives the same images, history weights and scores as the pinned run.
 
-The pin was written by the code before the refactor that gave the request one history and one
-preference path (``RAGAR_WRITE_PINS=1 pytest`` rewrites it, on purpose only). No training is involved, so
+The pin was first written by the code before the refactor that gave the request one history and
+one preference path, and rewritten when the image-conditioned generator shipped (#19);
+``RAGAR_WRITE_PINS=1 pytest`` rewrites it, on purpose only. No training is involved, so
 nothing but the request path can move the numbers: the tiny world, the shipped generator, the
 tiny config's encoders and a ranker initialised from a fixed seed. On this machine the match is
 bit for bit; the tolerances leave room for a last bit rounded differently (another CPU's kernels,
