@@ -33,7 +33,7 @@ COMMANDS = {
     #   ragar train ranker --data runs/world-seed1/world --out runs/world-seed1/rankers --config demo
     "docs/results/generation_seed1.json": (
         ["ragar", "eval", "generation", "--data", "runs/world-seed1/world", "--rankers", "runs/world-seed1/rankers",
-         "--requests", "120", "--config", "demo", "--out", "runs/results/generation-seed1"],
+         "--requests", "120", "--best-of", "0", "--config", "demo", "--out", "runs/results/generation-seed1"],
         "runs/results/generation-seed1/generation.json"),
     "docs/results/preference.json": (
         ["ragar", "eval", "preference", "--data", "runs/demo/world", "--config", "demo",
