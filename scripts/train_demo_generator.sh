@@ -7,7 +7,7 @@
 #   4. the same UNet fine-tuned to v-prediction (the default now) from stage 3's EMA weights:
 #      epsilon left x̂0 at high noise unconstrained, and samples started with the wrong colours
 # Stages 3 and 4 run at 0.6-0.9 steps/s on 2 cores. Run it with nothing else on the machine: two
-# OpenMP processes on two cores slow each other ~4x. Arguments go to stage 4 (e.g. --steps 1500).
+# OpenMP processes on two cores slow each other ~4x. Arguments go to stage 4 (a later --steps wins).
 set -e
 OUT=${OUT:-runs/gen19}
 BIN=${BIN:-.venv/bin}
@@ -22,4 +22,4 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
     --set generator.prediction_type=epsilon
 "$BIN/ragar" train generator --data runs/demo/world --out "$OUT/generator-v" --config demo \
     --set "generator.autoencoder=$OUT/autoencoder-robust" --set "generator.init_from=$OUT/generator/checkpoint-2000" \
-    --set generator.checkpoint_every=500 --set generator.sample_every=500 "$@"
+    --steps 3000 --set generator.checkpoint_every=500 --set generator.sample_every=500 "$@"

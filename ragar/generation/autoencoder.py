@@ -168,6 +168,7 @@ def train_autoencoder(images: torch.Tensor, out: str | Path, cfg: AutoencoderCon
         quality = psnr(rec.cpu(), x.cpu())
         noisy = psnr(decode(vae, z + 0.2 * torch.randn(z.shape, generator=g).to(device)).cpu(), x.cpu())
     vae.save_pretrained(out, safe_serialization=True)
+    drop_unread_config(out)
     summary = {"config": cfg.model_dump(), "steps": cfg.steps, "images": len(train), "held_out": len(test),
                "first_loss": float(np.mean(losses[:20])), "final_loss": float(np.mean(losses[-20:])),
                "psnr_held_out": float(quality.mean()), "psnr_held_out_min": float(quality.min()),
@@ -176,6 +177,16 @@ def train_autoencoder(images: torch.Tensor, out: str | Path, cfg: AutoencoderCon
                "device": str(device), "torch_threads": torch.get_num_threads(), **(provenance or {})}
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def drop_unread_config(path: str | Path) -> None:
+    """AutoencoderTiny records a ``block_out_channels`` its ``__init__`` does not take, so every
+    load of a saved one (diffusers 0.42, including a pipeline's ``vae/``) warns that it "will be
+    ignored". The key is dropped from the saved ``config.json``: nothing reads it."""
+    cfg = Path(path) / "config.json"
+    d = json.loads(cfg.read_text())
+    if d.get("_class_name") == "AutoencoderTiny" and d.pop("block_out_channels", None) is not None:
+        cfg.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
 
 
 def load_autoencoder(path: str | Path, torch_dtype: torch.dtype = torch.float32):

@@ -105,6 +105,10 @@ class RagarPipeline(DiffusionPipeline):
             pipe = RagarPipeline(copy.deepcopy(self.unet).half(), self.scheduler, copy.deepcopy(self.adapter).half(),
                                  None if self.vae is None else copy.deepcopy(self.vae).half())
         DiffusionPipeline.save_pretrained(pipe, path, safe_serialization=True, **kwargs)
+        if self.vae is not None:
+            from ragar.generation.autoencoder import drop_unread_config
+
+            drop_unread_config(path / "vae")
         return path
 
     @classmethod

@@ -231,7 +231,6 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     rank task and its ablation (the same fine-tuning without it) start from the same weights."""
     if cfg.rank_task and rank_task is None:
         raise ValueError("generator.rank_task is on but no rank task (ranker) was given")
-    from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
@@ -243,9 +242,7 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     params = [*unet.parameters(), *adapter.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=1e-4)
     ema = EMAModel(params, decay=cfg.ema_decay)
-    # x̂0 clipping to [-1, 1] suits pixels; unit-variance latents would be cut off by it
-    scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, clip_sample=vae is None,
-                              prediction_type=cfg.prediction_type)
+    scheduler = _noise_schedule(cfg, latent=vae is not None)
     ck = latest_checkpoint(out) if resume else None
     start, losses, rank_log = _resume(ck, unet, adapter, opt, ema) if ck is not None else (0, [], [])
     if cfg.batch_size % acc.num_processes:
@@ -302,6 +299,15 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     summary = _summary(cfg, pairs, start, losses, rank_log, time.perf_counter() - t0, acc, provenance)
     (out / "training.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _noise_schedule(cfg: GeneratorConfig, latent: bool):
+    """The training scheduler, saved with the generator: x̂0 clipping to [-1, 1] suits pixels, and
+    unit-variance latents would be cut off by it; the sampler reads ``prediction_type`` from it."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, clip_sample=not latent,
+                         prediction_type=cfg.prediction_type)
 
 
 def _write_progress(out: Path, done: int, cfg: GeneratorConfig, unet, adapter, vae, pairs: GeneratorPairs, opt, ema,

@@ -1,6 +1,7 @@
 """The latent autoencoder's mechanics on tiny world renders: training lowers the loss, the latents
 are scaled to unit variance, and it saves and loads like any diffusers model (no pickle)."""
 
+import inspect
 import json
 
 import pytest
@@ -83,3 +84,25 @@ def test_ssim_term_adds_to_the_loss_and_trains(renders, tmp_path):
     assert s["first_loss"] > plain["first_loss"] + 0.1  # an untrained decoder's SSIM is far from 1
     assert s["final_loss"] < s["first_loss"]
     assert json.loads((tmp_path / "b" / "training.json").read_text())["config"]["ssim_weight"] == 1.0
+
+
+def test_saved_config_holds_only_what_loading_reads(renders, tmp_path):
+    """AutoencoderTiny records a block_out_channels its __init__ does not take; a saved
+    autoencoder (alone or as a pipeline's vae/) drops it, so loading has nothing to warn about."""
+    from diffusers import AutoencoderTiny
+
+    train_autoencoder(renders, tmp_path, AutoencoderConfig(image_size=16, channels=8, steps=2), progress=False)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert "block_out_channels" not in cfg and cfg["decoder_block_out_channels"] == [8, 8]
+    init_args = set(inspect.signature(AutoencoderTiny.__init__).parameters)
+    assert {k for k in cfg if not k.startswith("_")} <= init_args
+    assert load_autoencoder(tmp_path).config.latent_channels == 4
+
+
+def test_the_shipped_vae_config_holds_only_what_loading_reads():
+    from diffusers import AutoencoderTiny
+
+    from ragar.generation.loading import DEMO_GENERATOR
+
+    cfg = json.loads((DEMO_GENERATOR / "vae" / "config.json").read_text())
+    assert {k for k in cfg if not k.startswith("_")} <= set(inspect.signature(AutoencoderTiny.__init__).parameters)

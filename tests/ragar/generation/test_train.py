@@ -111,6 +111,7 @@ def test_latent_generator_trains_and_loads(pairs, tiny_world, tmp_path):
     pipe = RagarPipeline.from_pretrained(tmp_path / "g")
     assert pipe.vae is not None and pipe.unet.config.sample_size == 8 and pipe.unet.config.in_channels == 8
     assert pipe.image_size == 16
+    assert "block_out_channels" not in json.loads((tmp_path / "g" / "vae" / "config.json").read_text())
     assert pipe.scheduler.config.clip_sample is False  # latents are not in [-1, 1]: no x̂0 clipping
     # the sampler reads the UNet's output as it was trained: v (the default), not epsilon
     assert pipe.scheduler.config.prediction_type == "v_prediction"
