@@ -372,7 +372,7 @@ def _initial_models(pairs: GeneratorPairs, cfg: GeneratorConfig):
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(init / "unet", torch_dtype=torch.float32)
                              .state_dict())
         adapter.load_state_dict(PreferenceAdapter.from_pretrained(init / "adapter").state_dict())
-        if (init / "ema.safetensors").exists():  # a training checkpoint: start from its EMA weights,
+        if (init / "ema.safetensors").exists():  # a training checkpoint: start from its EMA weights
             _copy_ema(load_file(str(init / "ema.safetensors")), [*unet.parameters(), *adapter.parameters()])
     return unet, adapter, vae
 
