@@ -10,7 +10,7 @@ import torch
 
 from eval.metrics.intervals import bootstrap_ci
 from ragar.encoders.base import ImageEncoder
-from ragar.generation.autoencoder import decode, encode, psnr
+from ragar.generation.autoencoder import decode, downscale_of, encode, psnr
 
 
 @torch.no_grad()
@@ -30,7 +30,7 @@ def evaluate_autoencoder(vae, images: torch.Tensor, identity_encoder: ImageEncod
     rec = reconstructions(vae, images)
     db = psnr(rec.float() / 127.5 - 1, images.float() / 127.5 - 1).numpy()
     out = {"images": len(images), "image_size": int(images.shape[-1]),
-           "latent_shape": list(encode(vae, images[:1].to(vae.device, vae.dtype) / 127.5 - 1).shape[1:]),
+           "latent_shape": [vae.config.latent_channels, *[images.shape[-1] // downscale_of(vae)] * 2],
            "psnr": _summary(db, seed)}
     if identity_encoder is not None:
         hwc = lambda x: list(x.permute(0, 2, 3, 1).numpy())  # noqa: E731
