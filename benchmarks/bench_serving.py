@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.bench_generation import _personalizer
-from benchmarks.harness import Row
+from benchmarks.harness import Row, machine
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -54,9 +54,14 @@ def run(quick: bool = False) -> list[Row]:
         p, where = _personalizer(Path(d))
         batched = _run_one(p, Path(d), 8, clients, duration, steps)
         single = _run_one(p, Path(d), 1, clients, duration, steps)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serving-load.json").write_text(json.dumps(
-        {"where": where, "steps": steps, "batched": batched.to_dict(), "batch_1": single.to_dict()}, indent=2))
+    if not quick:  # the raw numbers docs/SERVING.md renders; a smoke run leaves them alone
+        from ragar.provenance import run_record
+
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "serving-load.json").write_text(json.dumps(
+            {"where": where, "steps": steps, "clients": clients, "duration_s": duration,
+             "machine": machine(), "provenance": run_record("python -m benchmarks.run", ["--only", "serving"]),
+             "batched": batched.to_dict(), "batch_1": single.to_dict()}, indent=2))
     tag = f"({clients} clients, {duration:g} s, {where}, {steps} steps)"
     print(f"micro-batching (max 8): {batched.to_dict()}")
     print(f"batch size 1:           {single.to_dict()}")

@@ -22,8 +22,8 @@ def _ci(ci, digits: int = 3, sign: bool = False) -> str:
 
 def _source(d: dict) -> str:
     p = d.get("provenance") or {}
-    commit = (p.get("commit") or "?")[:7] + ("+" if p.get("dirty") else "")
-    return f"*`{p.get('command', '?')}` (commit {commit}, {str(p.get('date', '?'))[:10]})*"
+    commit = f"commit {p['commit'][:7]}" + ("+" if p.get("dirty") else "") if p.get("commit") else "commit not recorded"
+    return f"*`{p.get('command', '?')}` ({commit}, {str(p.get('date', '?'))[:10]})*"
 
 
 def _rows(d: dict, key: str = "method") -> dict[str, dict]:
@@ -196,9 +196,89 @@ def personalized_encoder_table(d: dict) -> str:
     return "\n".join(out) + "\n\n" + _source(d) + "\n"
 
 
+# --- benchmarks ----------------------------------------------------------------------------------
+
+def _quantity(v: float | None, unit: str) -> str:
+    """3 significant digits, thousands grouped (14,860 and 0.641); seconds and sizes keep their unit."""
+    if v is None:
+        return ""
+    if v == 0:
+        text = "0"
+    elif abs(v) >= 1000:
+        text = f"{float(f'{v:.4g}'):,.0f}"
+    else:
+        text = f"{float(f'{v:.3g}'):g}"
+    return f"{text} {unit}" if unit in ("s", "GiB", "MiB") else text
+
+
+def bench_table(d: dict) -> str:
+    """docs/BENCHMARKS.md: one suite of ``python -m benchmarks.run`` (``benchmarks/results/<suite>.json``)."""
+    out = ["| metric | value | baseline | baseline value | ratio |", "|---|---|---|---|---|"]
+    for r in d["rows"]:
+        ratio = "" if r.get("ratio") is None else f"{r['ratio']:.2f}×"
+        out.append(f"| {r['metric']} | {_quantity(r['value'], r['unit'])} | {r.get('baseline') or ''} | "
+                   f"{_quantity(r.get('baseline_value'), r['unit'])} | {ratio} |")
+    m = d["machine"]
+    where = f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads)" + \
+        (", CUDA" if m.get("cuda") else ", no GPU")
+    return "\n".join(out) + "\n\n" + _source(d) + f" — {where}\n"
+
+
+def serving_load_table(d: dict) -> str:
+    """docs/SERVING.md: micro-batching against batch size 1 under the same load
+    (``benchmarks/results/serving-load.json``, written by the serving bench)."""
+    out = ["| | requests/s | p50 | p95 | p99 | mean batch | 429 / 503 | errors other than 429/503 | "
+           "generator work after the last client left |", "|---|---|---|---|---|---|---|---|---|"]
+    for key, name in (("batched", "micro-batching (max 8, 25 ms)"), ("batch_1", "batch size 1")):
+        r = d[key]
+        out.append(f"| {name} | {r['throughput_rps']:.2f} | {r['p50_s']:.1f} s | {r['p95_s']:.1f} s | "
+                   f"{r['p99_s']:.1f} s | {r['mean_batch_size']:.1f} | {r['rejected_429']} / {r['rejected_503']} | "
+                   f"{sum(r['errors'].values())} | {r['generator_tail_s'] or 0:.0f} s |")
+    b, one = d["batched"], d["batch_1"]
+    out.append("")
+    out.append(f"Micro-batching serves **{b['throughput_rps'] / one['throughput_rps']:.1f}×** the requests of "
+               f"batch size 1 ({d['where']}, {d['steps']} steps, {b['clients']} clients).")
+    return "\n".join(out) + "\n\n" + _source(d) + "\n"
+
+
+def ab_simulation_table(d: dict) -> str:
+    """docs/SERVING.md: ``ragar ab simulate``'s report (clicks per exposure, the first treatment arm
+    against the control, four ways), and the run's guardrails, rates and oracle utility."""
+    arm = next(a for a in d["arms"] if a["arm"] != d["control"])
+    ctl = next(a for a in d["arms"] if a["arm"] == d["control"])
+    ul = {r["metric"]: r for r in d["user_level"] if r["arm"] == arm["arm"]}
+    c, lk = ul["click"], ul["like"]
+    sim = d["simulation"]
+    g = {x["arm"]: x for x in d["guardrails"]}
+    util = {x["arm"]: x["mean_oracle_utility"] for x in d["oracle_utility"]}
+    ci, p3 = lambda v: _ci(v, sign=True), lambda v: f"{v:.2g}" if v < 0.001 else f"{v:.4f}".rstrip("0")
+    breaches = sum(len(x["breaches"]) for x in d["guardrails"])
+    out = [f"It ran {sim['days_run']} of {sim['days_planned']} simulated days in {sim['wall_minutes']:.0f} min: "
+           f"{d['total_exposures']:,} exposures from {sum(a['users'] for a in d['arms'])} users; "
+           f"{'a' if d['srm_detected'] else 'no'} sample-ratio mismatch (χ² = {d['srm_chi2']:.2f}, "
+           f"p = {d['srm_p_value']:.2f}); {breaches or 'no'} guardrail breach{'es' if breaches != 1 else ''} "
+           f"(errors {g[arm['arm']]['errors']} and {g[d['control']]['errors']}, p95 latency "
+           f"{g[arm['arm']]['p95_latency_s']:.1f} and {g[d['control']]['p95_latency_s']:.1f} s, identity "
+           f"{g[arm['arm']]['identity']:.3f} and {g[d['control']]['identity']:.3f}). Decision: "
+           f"{d['decision'][arm['arm']]}.", "",
+           f"| clicks per exposure, {arm['arm']} − {d['control']} | estimate | 95% interval | p |", "|---|---|---|---|",
+           f"| users as units (delta method) | {_fmt(c['diff'], sign=True)} | {ci(c['ci95'])} | {p3(c['p_value'])} |",
+           f"| users, CUPED (variance {_fmt(-c['variance_reduction'] * 100, 1, sign=True)}%) | "
+           f"{_fmt(c['cuped_diff'], sign=True)} | {ci(c['cuped_ci95'])} | {p3(c['cuped_p_value'])} |",
+           f"| users, CUPED, **always-valid** (mixture SPRT, τ = {d['sequential_tau']:g}) | "
+           f"{_fmt(c['cuped_diff'], sign=True)} | **{ci(c['seq_ci95'])}** | {p3(c['seq_p_value'])} |",
+           f"| exposures as units (secondary view) | {_fmt(arm['click_lift_abs'], sign=True)} | "
+           f"{ci(arm['click_lift_abs_ci95'])} | {p3(arm['click_p_value'])} |", "",
+           f"Click rate {arm['click_rate']:.3f} against {ctl['click_rate']:.3f}; like rate {arm['like_rate']:.3f} "
+           f"against {ctl['like_rate']:.3f} (always-valid interval on likes {ci(lk['seq_ci95'])}). Mean oracle "
+           f"utility of the chosen image {util[arm['arm']]:.3f} against {util[d['control']]:.3f}."]
+    return "\n".join(out) + "\n\n" + _source(d) + "\n"
+
+
 TABLES: dict[str, Callable[[dict], str]] = {
     "generation_headline": generation_headline, "generation_full": generation_full,
     "generation_differences": generation_differences, "preference_table": preference_table,
     "ranker_table": ranker_table, "replay_table": replay_table, "clpips_table": clpips_table,
-    "personalized_encoder_table": personalized_encoder_table,
+    "personalized_encoder_table": personalized_encoder_table, "bench_table": bench_table,
+    "serving_load_table": serving_load_table, "ab_simulation_table": ab_simulation_table,
 }

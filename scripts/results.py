@@ -54,7 +54,19 @@ COMMANDS = {
         ["ragar", "eval", "personalized-encoder", "--data", "runs/demo/world", "--identities", "24",
          "--config", "demo", "--out", "runs/results/personalized-encoder"],
         "runs/results/personalized-encoder/personalized_encoder.json"),
+    # the A/B simulation: returning users for up to 12 days, stopped by the test or the time budget
+    "docs/results/ab_simulation.json": (
+        ["ragar", "ab", "simulate", "--experiment", "ragar-vs-uniform", "--experiments", "configs/experiments.yaml",
+         "--users", "300", "--days", "12", "--visit-p", "0.5", "--requests-per-visit", "2", "--until-decision",
+         "--budget-minutes", "20", "--out", "runs/results/ab-sim"],
+        "runs/results/ab-sim/report.json"),
 }
+# each benchmark suite writes its own JSON in place (benchmarks/run.py)
+COMMANDS |= {f"benchmarks/results/{suite}.json": (["python", "-m", "benchmarks.run", "--only", suite],
+                                                  f"benchmarks/results/{suite}.json")
+             for suite in ("preference", "index", "encoders", "ranking", "generation", "identity", "serving",
+                           "scaleout")}
+COMMANDS["benchmarks/results/serving-load.json"] = COMMANDS["benchmarks/results/serving.json"]
 
 
 def documents() -> list[Path]:
@@ -64,7 +76,8 @@ def documents() -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tables", action="store_true", help="only rewrite the tables")
-    ap.add_argument("--only", nargs="*", default=None, help="rerun only these JSONs (docs/results/NAME.json)")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="rerun only these JSONs (docs/results/NAME.json, benchmarks/results/SUITE.json)")
     a = ap.parse_args(argv)
     cited = sorted({m["json"] for doc in documents() for m in blocks(doc.read_text())} | set(a.only or []))
     missing = [c for c in cited if c not in COMMANDS]  # a table whose JSON no command remakes
@@ -74,11 +87,16 @@ def main(argv: list[str] | None = None) -> None:
         if not (ROOT / "runs/demo/rankers/rankers.json").exists():
             sys.exit("run `make demo` first: the results commands read runs/demo")
         bin_dir = Path(sys.executable).parent
+        done: set[tuple[str, ...]] = set()
         for target in a.only if a.only is not None else cited:
             cmd, written = COMMANDS[target]
+            if tuple(cmd) in done:  # one run writes both (the serving bench: its rows and its raw numbers)
+                continue
+            done.add(tuple(cmd))
             print("$", " ".join(cmd), flush=True)
             subprocess.run([str(bin_dir / cmd[0]), *cmd[1:]], cwd=ROOT, check=True)
-            shutil.copyfile(ROOT / written, ROOT / target)
+            if written != target:
+                shutil.copyfile(ROOT / written, ROOT / target)
     for doc in documents():
         text = doc.read_text()
         new = rewrite(text, ROOT)

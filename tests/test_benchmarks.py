@@ -27,3 +27,32 @@ def test_generation_suite_measures_against_its_baselines():
     assert [r.baseline for r in rows][1:] == ["batch 1", "4 sequential calls", "generation s of the same request"]
     assert rows[0].baseline.startswith("previous generator (32 px pixel space")
     assert all(r.value > 0 and r.baseline_value > 0 for r in rows)
+
+
+def test_a_suite_json_carries_its_rows_machine_and_command(tmp_path):
+    import json
+
+    from benchmarks.harness import machine
+    from benchmarks.run import write_suite
+    from eval.results_renderers import bench_table
+
+    rows = [Row("index", "hnsw queries/s", 4394.2, "q/s", "flat (exact) search", 742.0),
+            Row("index", "hnsw build s", 69.8, "s", "flat build", 1.25, higher_is_better=False)]
+    d = json.loads(write_suite(tmp_path, "index", rows, machine()).read_text())
+    assert d["suite"] == "index" and [r["value"] for r in d["rows"]] == [4394.2, 69.8]
+    p = d["provenance"]
+    assert p["command"] == "python -m benchmarks.run --only index" and len(p["commit"]) == 40 and p["date"]
+    table = bench_table(d)
+    assert "| hnsw queries/s | 4,394 | flat (exact) search | 742 | 5.92× |" in table
+    assert "| hnsw build s | 69.8 s | flat build | 1.25 s | 0.02× |" in table
+    assert f"commit {p['commit'][:7]}" in table and "python -m benchmarks.run --only index" in table
+
+
+def test_a_quick_run_leaves_the_documented_suite_files_alone(tmp_path, monkeypatch):
+    import sys
+
+    from benchmarks import run
+
+    monkeypatch.setattr(sys, "argv", ["run", "--only", "preference", "--quick", "--out", str(tmp_path)])
+    run.main()
+    assert (tmp_path / "latest.json").exists() and not (tmp_path / "preference.json").exists()

@@ -142,23 +142,6 @@ def _personalize_settings(cfg: RagarConfig, steps: int | None, seed: int | None)
 def provenance(cfg: RagarConfig | None = None) -> dict:
     """How a results JSON was made: the command line, the commit (and whether the tree had
     uncommitted changes), the resolved config and the date. ``make results`` reruns the command."""
-    import subprocess
-    import sys
-    from datetime import datetime, timezone
+    from ragar.provenance import run_record
 
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str | None:
-        try:
-            r = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return r.stdout.strip() if r.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    # paths inside the repository are written relative to it, so the record reads the same in any checkout
-    argv = [a.replace(f"{root}/", "") for a in sys.argv[1:]]
-    return {"command": " ".join(["ragar", *argv]), "commit": git("rev-parse", "HEAD"),
-            "dirty": bool(status) if status is not None else None,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "config": cfg.model_dump(mode="json") if cfg is not None else None}
+    return run_record("ragar") | {"config": cfg.model_dump(mode="json") if cfg is not None else None}

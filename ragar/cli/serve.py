@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from ragar.cli.apps import ab_app, app, eval_app, keys_app
-from ragar.cli.common import get_config, get_runtime
+from ragar.cli.common import get_config, get_runtime, provenance
 from ragar.cli.output import console, fail, print_table
 from recsys.data.images import load_rgb
 
@@ -279,6 +279,7 @@ def ab_simulate(
     rep["simulation"] = {"users": users, "days_run": len(waves), "days_planned": days, "visit_p": visit_p,
                          "requests_per_visit": requests_per_visit, "wall_minutes": (time.monotonic() - t0) / 60,
                          "waves": waves}
+    rep["provenance"] = provenance() | {"config": {"name": config, "experiments": str(experiments)}}
     write_ab_report(rep, exp, out)
     return rep
 

@@ -1,0 +1,49 @@
+"""The renderers that turn a results JSON into the markdown the docs show (eval/results_renderers.py)."""
+
+from eval.results_renderers import ab_simulation_table, serving_load_table
+
+PROV = {"command": "ragar ab simulate --users 300", "commit": "0123456789abcdef" * 2 + "01234567", "dirty": False,
+        "date": "2026-11-28T00:00:00+00:00"}
+
+
+def _load(rps: float, p50: float, batch: float, r429: int, errors: dict) -> dict:
+    return {"throughput_rps": rps, "p50_s": p50, "p95_s": p50 + 1, "p99_s": p50 + 1.04, "mean_batch_size": batch,
+            "rejected_429": r429, "rejected_503": 0, "errors": errors, "generator_tail_s": 0.0, "clients": 32}
+
+
+def test_the_serving_table_shows_both_runs_and_their_ratio():
+    d = {"where": "demo world", "steps": 25, "provenance": PROV,
+         "batched": _load(0.9, 20.0, 7.6, 400, {}), "batch_1": _load(0.45, 30.0, 1.0, 800, {"500": 2})}
+    t = serving_load_table(d)
+    assert "| micro-batching (max 8, 25 ms) | 0.90 | 20.0 s | 21.0 s | 21.0 s | 7.6 | 400 / 0 | 0 | 0 s |" in t
+    assert "| batch size 1 | 0.45 | 30.0 s | 31.0 s | 31.0 s | 1.0 | 800 / 0 | 2 | 0 s |" in t
+    assert "**2.0×**" in t and "commit 0123456" in t
+
+
+def _arm(name, users, click, like, lift=None):
+    return {"arm": name, "users": users, "exposures": 2 * users, "click_rate": click, "like_rate": like,
+            "click_lift_abs": lift, "click_lift_abs_ci95": None if lift is None else [lift - 0.05, lift + 0.05],
+            "click_p_value": None if lift is None else 0.00003}
+
+
+def test_the_ab_table_reads_the_treatment_arm_against_the_control():
+    user = {"arm": "ragar", "diff": 0.1, "ci95": [0.05, 0.15], "p_value": 0.0002, "cuped_diff": 0.11,
+            "cuped_ci95": [0.06, 0.16], "cuped_p_value": 0.0001, "variance_reduction": 0.02,
+            "seq_ci95": [-0.01, 0.21], "seq_p_value": 0.08}
+    d = {"experiment": "ragar-vs-uniform", "control": "uniform", "total_exposures": 1708,
+         "arms": [_arm("uniform", 150, 0.366, 0.072), _arm("ragar", 147, 0.465, 0.137, 0.099)],
+         "srm_chi2": 1.03, "srm_p_value": 0.31, "srm_detected": False, "sequential_tau": 0.02,
+         "user_level": [user | {"metric": "click"}, user | {"metric": "like", "seq_ci95": [0.007, 0.125]}],
+         "guardrails": [{"arm": a, "errors": 0, "p95_latency_s": 19.5, "identity": 0.64, "breaches": []}
+                        for a in ("uniform", "ragar")],
+         "decision": {"ragar": "no decision yet"},
+         "oracle_utility": [{"arm": a, "mean_oracle_utility": u} for a, u in (("ragar", 1.12), ("uniform", 0.8))],
+         "simulation": {"days_run": 7, "days_planned": 12, "wall_minutes": 48.4}, "provenance": PROV}
+    t = ab_simulation_table(d)
+    assert "It ran 7 of 12 simulated days in 48 min: 1,708 exposures from 297 users" in t
+    assert "| users as units (delta method) | +0.100 | [+0.050, +0.150] | 0.0002 |" in t
+    assert "| users, CUPED (variance −2.0%) | +0.110 | [+0.060, +0.160] | 0.0001 |" in t
+    assert "**[−0.010, +0.210]** | 0.08 |" in t
+    assert "| exposures as units (secondary view) | +0.099 | [+0.049, +0.149] | 3e-05 |" in t
+    assert "like rate 0.137 against 0.072 (always-valid interval on likes [+0.007, +0.125])" in t
+    assert "1.120 against 0.800" in t and "no guardrail breaches" in t
