@@ -57,7 +57,7 @@ def test_methods_change_weights(tiny_personalizer, request_pair):
     (u,) = tiny_personalizer(user, item, n=1, method="uniform", score=False)
     (o,) = tiny_personalizer(user, item, n=1, method="reference-only", score=False)
     wu = np.array([h.weight for h in u.history])
-    assert np.allclose(wu, 1 / len(wu), atol=1e-5) or len(wu) > 0  # uniform spreads over every item
+    assert len(wu) > 1 and np.allclose(wu, 1 / len(wu), atol=1e-5)  # uniform spreads over every item
     assert np.ptp(wu[wu > 0]) < 1e-3
     assert sum(h.weight for h in o.history) == 0  # reference-only uses no history
     assert max(h.weight for h in r.history) > max(wu)
