@@ -7,6 +7,7 @@ numbers come from the same JSON), ending with the command, commit and date that 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 
 def _fmt(v, digits: int = 3, sign: bool = False) -> str:
@@ -224,6 +225,68 @@ def bench_table(d: dict) -> str:
     return "\n".join(out) + "\n\n" + _source(d) + f" — {where}\n"
 
 
+def _bench_row(d: dict, prefix: str) -> dict:
+    """The row of a suite JSON whose metric starts with ``prefix``."""
+    try:
+        return next(r for r in d["rows"] if r["metric"].startswith(prefix))
+    except StopIteration:
+        raise KeyError(f"no row {prefix!r} in suite {d.get('suite')}") from None
+
+
+def _suite(ds: dict, name: str) -> dict:
+    return ds[f"benchmarks/results/{name}.json"]
+
+
+def _bench_dates(ds: dict) -> str:
+    return ", ".join(f"{Path(k).stem} {str(v['provenance']['date'])[:10]}" for k, v in ds.items())
+
+
+def request_costs(ds: dict) -> str:
+    """docs/SCALING.md: what each part of a request costs, gathered from the bench suites' JSON."""
+    pref = _bench_row(_suite(ds, "preference"), "users/s")
+    idx = _suite(ds, "index")
+    hq, hr = _bench_row(idx, "hnsw queries/s"), _bench_row(idx, "hnsw recall@10")
+    din = _bench_row(_suite(ds, "ranking"), "din scoring rows/s")
+    gen = _suite(ds, "generation")
+    rr, b8 = _bench_row(gen, "retrieval + ranking"), _bench_row(gen, "images/s at batch 8")
+    share = rr["value"] / (rr["value"] + rr["baseline_value"])
+    srv = _suite(ds, "serving")
+    rps, p50 = _bench_row(srv, "requests/s"), _bench_row(srv, "p50 latency")
+    so = _bench_row(_suite(ds, "scaleout"), "users/s, 2 processes")
+    out = ["| part of a request | cost here | what it scales with |", "|---|---|---|",
+           f"| retrieval-weighted preference (history of 200, 512-d) | {_quantity(pref['value'], '')} users/s batched "
+           f"({1e6 / pref['value']:.0f} µs a user) | users × history × dims; precomputable |",
+           f"| catalog search, faiss HNSW over 1M × 128 | {_quantity(hq['value'], '')} queries/s at recall@10 "
+           f"{hr['value']:.3f} | log(catalog) per query |",
+           f"| ranking a best-of-8 batch with the torch ranker | {_quantity(din['value'], '')} rows/s | "
+           "candidates × history |",
+           f"| retrieval + ranking of one best-of-8 request | {rr['value']:.2f} s, **{share * 100:.1f} %** of the "
+           "request | |",
+           f"| generation, the shipped generator, 25 DDIM steps | {b8['value']:.2f} images/s at batch 8, "
+           f"{b8['baseline_value']:.2f} at batch 1 | steps × latent pixels × batch |",
+           f"| the API under load (32 clients, micro-batching, 1 image a request) | {rps['value']:.2f} requests/s, "
+           f"p50 {p50['value']:.1f} s | the generator |",
+           f"| `generate-batch` on the large world, 1 image a user | {so['value']:.2f} users/s on 2 processes × "
+           f"1 thread vs {so['baseline_value']:.2f} on 1 process × 2 threads (**{so['ratio']:.2f}×**) | "
+           "processes × devices |", "",
+           f"Generation is about {100 - share * 100:.0f}% of a request.", "",
+           f"*Measured by `python -m benchmarks.run` ({_bench_dates(ds)}).*"]
+    return "\n".join(out) + "\n"
+
+
+def scaleout_table(d: dict) -> str:
+    """docs/SCALING.md: ``generate-batch`` on 1 process against 2 (``benchmarks/results/scaleout.json``)."""
+    window, e2e = _bench_row(d, "users/s, 2 processes"), _bench_row(d, "users/s end to end")
+    rss = _bench_row(d, "peak RSS")
+    out = ["| | 1 process × 2 threads | 2 processes × 1 thread | ratio |", "|---|---|---|---|",
+           f"| users/s over the generation window | {window['baseline_value']:.2f} | {window['value']:.2f} | "
+           f"**{window['ratio']:.2f}×** |",
+           "| users/s end to end (start-up included: the 5.7M-row log, the cached catalog, the models) | "
+           f"{e2e['baseline_value']:.2f} | {e2e['value']:.2f} | {e2e['ratio']:.2f}× |",
+           f"| peak RSS of the largest process | {rss['baseline_value']:.2f} GiB | {rss['value']:.2f} GiB | |"]
+    return "\n".join(out) + "\n\n" + _source(d) + "\n"
+
+
 def serving_load_table(d: dict) -> str:
     """docs/SERVING.md: micro-batching against batch size 1 under the same load
     (``benchmarks/results/serving-load.json``, written by the serving bench)."""
@@ -281,4 +344,5 @@ TABLES: dict[str, Callable[[dict], str]] = {
     "ranker_table": ranker_table, "replay_table": replay_table, "clpips_table": clpips_table,
     "personalized_encoder_table": personalized_encoder_table, "bench_table": bench_table,
     "serving_load_table": serving_load_table, "ab_simulation_table": ab_simulation_table,
+    "request_costs": request_costs, "scaleout_table": scaleout_table,
 }

@@ -6,6 +6,9 @@ A table in a markdown file is a marked block::
     | ... the table, as :data:`TABLES` renders it from that JSON ... |
     <!-- /results -->
 
+A block may name several JSON files, comma-separated (a table that gathers several benchmark
+suites); its renderer then gets ``{path: json}``.
+
 ``make results`` reruns each JSON's command and rewrites every block (``scripts/results.py``);
 ``tests/test_results_tables.py`` fails when a block differs from what its JSON renders, so a number
 typed by hand, or left from an older run, cannot stay in the docs unnoticed.
@@ -22,10 +25,16 @@ from eval.results_renderers import TABLES
 BLOCK = re.compile(r"<!-- results: (?P<json>\S+) (?P<table>\w+) -->\n(?P<body>.*?)<!-- /results -->", re.S)
 
 
+def json_paths(spec: str) -> list[str]:
+    """The results JSON files a block names (one, or several comma-separated)."""
+    return spec.split(",")
+
+
 def render_block(root: Path, json_path: str, table: str) -> str:
     if table not in TABLES:
         raise KeyError(f"unknown results table {table!r}; known: {sorted(TABLES)}")
-    return TABLES[table](json.loads((root / json_path).read_text()))
+    data = {p: json.loads((root / p).read_text()) for p in json_paths(json_path)}
+    return TABLES[table](data if len(data) > 1 else next(iter(data.values())))
 
 
 def blocks(text: str) -> list[re.Match]:

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eval.results_tables import blocks, rewrite  # noqa: E402
+from eval.results_tables import blocks, json_paths, rewrite  # noqa: E402
 
 #: docs/results/<file> -> (the command that measures it, the JSON it writes)
 COMMANDS = {
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", nargs="*", default=None,
                     help="rerun only these JSONs (docs/results/NAME.json, benchmarks/results/SUITE.json)")
     a = ap.parse_args(argv)
-    cited = sorted({m["json"] for doc in documents() for m in blocks(doc.read_text())} | set(a.only or []))
+    cited = sorted({p for doc in documents() for m in blocks(doc.read_text()) for p in json_paths(m["json"])}
+                   | set(a.only or []))
     missing = [c for c in cited if c not in COMMANDS]  # a table whose JSON no command remakes
     if missing:
         sys.exit(f"no command registered for {missing} in scripts/results.py")

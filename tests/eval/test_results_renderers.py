@@ -47,3 +47,15 @@ def test_the_ab_table_reads_the_treatment_arm_against_the_control():
     assert "| exposures as units (secondary view) | +0.099 | [+0.049, +0.149] | 3e-05 |" in t
     assert "like rate 0.137 against 0.072 (always-valid interval on likes [+0.007, +0.125])" in t
     assert "1.120 against 0.800" in t and "no guardrail breaches" in t
+
+
+def test_the_scaleout_table_puts_one_process_first():
+    from eval.results_renderers import scaleout_table
+
+    rows = [{"metric": "users/s, 2 processes x 1 thread", "value": 1.64, "baseline_value": 1.36, "ratio": 1.64 / 1.36},
+            {"metric": "users/s end to end, 2 processes", "value": 1.38, "baseline_value": 1.15, "ratio": 1.2},
+            {"metric": "peak RSS of the largest process, 2 processes", "value": 4.35, "baseline_value": 4.3,
+             "ratio": None}]
+    t = scaleout_table({"suite": "scaleout", "rows": rows, "provenance": PROV})
+    assert "| users/s over the generation window | 1.36 | 1.64 | **1.21×** |" in t
+    assert "| 1.15 | 1.38 | 1.20× |" in t and "| 4.30 GiB | 4.35 GiB | |" in t
