@@ -61,6 +61,8 @@ COMMANDS = {
          "--budget-minutes", "20", "--out", "runs/results/ab-sim"],
         "runs/results/ab-sim/report.json"),
 }
+#: figures the docs show that a command draws beside its JSON: copied over when it reruns
+FIGURES = {"docs/results/replay.json": [("runs/results/replay/tradeoff.png", "docs/img/replay_tradeoff.png")]}
 # each benchmark suite writes its own JSON in place (benchmarks/run.py)
 COMMANDS |= {f"benchmarks/results/{suite}.json": (["python", "-m", "benchmarks.run", "--only", suite],
                                                   f"benchmarks/results/{suite}.json")
@@ -98,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
             subprocess.run([str(bin_dir / cmd[0]), *cmd[1:]], cwd=ROOT, check=True)
             if written != target:
                 shutil.copyfile(ROOT / written, ROOT / target)
+            for src, dst in FIGURES.get(target, []):
+                shutil.copyfile(ROOT / src, ROOT / dst)
     for doc in documents():
         text = doc.read_text()
         new = rewrite(text, ROOT)
