@@ -62,7 +62,10 @@ COMMANDS = {
         "runs/results/ab-sim/report.json"),
 }
 #: figures the docs show that a command draws beside its JSON: copied over when it reruns
-FIGURES = {"docs/results/replay.json": [("runs/results/replay/tradeoff.png", "docs/img/replay_tradeoff.png")]}
+FIGURES = {"docs/results/replay.json": [("runs/results/replay/tradeoff.png", "docs/img/replay_tradeoff.png")],
+           "docs/results/generation.json": [
+               ("runs/results/generation/one_reference_many_users.png", "docs/img/one_reference_many_users.png"),
+               ("runs/results/generation/methods_grid.png", "docs/img/generation_methods_grid.png")]}
 # each benchmark suite writes its own JSON in place (benchmarks/run.py)
 COMMANDS |= {f"benchmarks/results/{suite}.json": (["python", "-m", "benchmarks.run", "--only", suite],
                                                   f"benchmarks/results/{suite}.json")
