@@ -65,7 +65,8 @@ COMMANDS = {
 FIGURES = {"docs/results/replay.json": [("runs/results/replay/tradeoff.png", "docs/img/replay_tradeoff.png")],
            "docs/results/generation.json": [
                ("runs/results/generation/one_reference_many_users.png", "docs/img/one_reference_many_users.png"),
-               ("runs/results/generation/methods_grid.png", "docs/img/generation_methods_grid.png")]}
+               ("runs/results/generation/methods_grid.png", "docs/img/generation_methods_grid.png")],
+           "docs/results/ab_simulation.json": [("runs/results/ab-sim/timeline.png", "docs/img/ab-sim.png")]}
 # each benchmark suite writes its own JSON in place (benchmarks/run.py)
 COMMANDS |= {f"benchmarks/results/{suite}.json": (["python", "-m", "benchmarks.run", "--only", suite],
                                                   f"benchmarks/results/{suite}.json")

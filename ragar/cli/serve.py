@@ -183,7 +183,7 @@ def ab_plan(
 
 
 def write_ab_report(rep: dict, exp, out: Path) -> None:
-    from eval.ab_report import ab_report_html, exposure_rows, user_level_rows
+    from eval.ab_report import ab_report_html, exposure_rows, timeline_figure, user_level_rows
     from eval.report import write_json
 
     out.mkdir(parents=True, exist_ok=True)
@@ -200,6 +200,9 @@ def write_ab_report(rep: dict, exp, out: Path) -> None:
     console.print(f"plan: {p['users_per_arm_now']} of {p['users_per_arm_needed']} users per arm for mde "
                   f"{p['mde']:+g}; decision: {rep['decision']}")
     path = ab_report_html(rep, exp).write(out / "report.html")
+    fig = timeline_figure(rep)
+    if fig is not None:  # the lift over the looks, also as a file the docs can show
+        fig.savefig(out / "timeline.png", dpi=110, bbox_inches="tight")
     console.print(f"report: {path}")
 
 

@@ -127,13 +127,15 @@ def test_ab_simulate_runs_the_world_users_against_the_server(tiny_models, tmp_pa
 
 
 @pytest.mark.timeout(600)
-def test_ab_simulate_with_returning_users_reads_the_report_each_day(tiny_models, tmp_path, experiments_file):
+def test_ab_simulate_with_returning_users_reads_the_report_each_day(tiny_models, tmp_path, experiments_file,
+                                                                   monkeypatch):
     out = tmp_path / "sim-days"
-    r = runner.invoke(app, ["ab", "simulate", "--experiment", "weighting", "--experiments", str(experiments_file),
-                            "--users", "10", "--days", "3", "--visit-p", "0.8", "--requests-per-visit", "2",
-                            "--data", str(tiny_models["data"]), "--models", str(tiny_models["generator"].parent),
-                            "--config", "tiny", "--num-inference-steps", "1", "--concurrency", "4",
-                            "--out", str(out)])
+    args = ["ab", "simulate", "--experiment", "weighting", "--experiments", str(experiments_file),
+            "--users", "10", "--days", "3", "--visit-p", "0.8", "--requests-per-visit", "2",
+            "--data", str(tiny_models["data"]), "--models", str(tiny_models["generator"].parent),
+            "--config", "tiny", "--num-inference-steps", "1", "--concurrency", "4", "--out", str(out)]
+    monkeypatch.setattr("sys.argv", ["ragar", *args])  # what a shell would give the provenance record
+    r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output + (out / "server.log").read_text()[-2000:]
     rep = json.loads((out / "report.json").read_text())
     sim = pl.read_parquet(out / "simulated.parquet")
@@ -144,6 +146,10 @@ def test_ab_simulate_with_returning_users_reads_the_report_each_day(tiny_models,
                                                                           for w in rep["simulation"]["waves"])
     html = (out / "report.html").read_text()
     assert "Decision" in html and "Guardrails" in html and "always-valid" in html
+    assert (out / "timeline.png").read_bytes()[:4] == b"\x89PNG"  # the lift over the days, for the docs
+    p = rep["provenance"]  # make results reruns it from here
+    assert p["command"].startswith("ragar ab simulate --experiment weighting") and "--days 3" in p["command"]
+    assert p["date"] and p["config"]["name"] == "tiny"
 
 
 def test_ab_plan_table_and_json(tmp_path):
