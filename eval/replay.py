@@ -33,6 +33,7 @@ from eval.metrics.ranking import hit_and_ndcg
 from eval.metrics.semantic import embedding_similarity, history_similarity, ssim
 from ragar.distributed import Processes, ShardedJob, assign_units
 from ragar.generation.personalize import Personalizer
+from ragar.generation.pipeline import weights_fingerprint
 from recsys.data.images import load_rgb
 from recsys.data.io import scan_interactions
 from recsys.data.schema import POSITIVE_EVENTS
@@ -160,7 +161,9 @@ def run_replay(replay: Replay, methods: list[str], out: str | Path, n: int = 1, 
     reqs = replay.requests
     unit = assign_units(reqs["user_id"].to_list(), unit_size)
     settings = {"requests": reqs.height, "methods": methods, "n": n, "seed": seed, "batch": batch,
-                "unit_size": unit_size, "shard_format": 2}  # 2: shards keep the chosen image (IMAGE)
+                "unit_size": unit_size, "shard_format": 2,  # 2: shards keep the chosen image (IMAGE)
+                # other weights into the same --out are refused, not merged with the old shards
+                "generator": weights_fingerprint(replay.p.pipeline)}
     present = sorted(set(unit.tolist()))
     job = ShardedJob(out, settings, [(m, u) for m in methods for u in present], procs)
     todo = list(job.mine())

@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             done.add(tuple(cmd))
             print("$", " ".join(cmd), flush=True)
+            scratch = (ROOT / written).parent
+            if scratch.parent == ROOT / "runs/results":  # a fresh measurement: nothing resumed from an older run
+                shutil.rmtree(scratch, ignore_errors=True)
             subprocess.run([str(bin_dir / cmd[0]), *cmd[1:]], cwd=ROOT, check=True)
             if written != target:
                 shutil.copyfile(ROOT / written, ROOT / target)

@@ -82,11 +82,14 @@ def run_generate_batch(p: Personalizer, requests: pl.DataFrame, out: str | Path,
     from PIL import Image
     from tqdm.auto import tqdm
 
+    from ragar.generation.pipeline import weights_fingerprint
+
     out = Path(out)
     requests = requests.with_columns(pl.Series("unit", assign_units(requests["user_id"].to_list(), unit_size)))
     units = units_for(requests.height, unit_size)
     settings = {"requests": requests.height, "requests_sha256": _frame_digest(requests), "method": method, "n": n,
-                "seed": seed, "batch": batch, "unit_size": unit_size, "units": units, **(context or {})}
+                "seed": seed, "batch": batch, "unit_size": unit_size, "units": units,
+                "generator_sha256": weights_fingerprint(p.pipeline), **(context or {})}
     job = ShardedJob(out, settings, [("gen", u) for u in sorted(requests["unit"].unique().to_list())], procs)
     todo = list(job.mine())
     procs = job.procs

@@ -38,6 +38,13 @@ SCHEDULERS = {"ddim": "DDIMScheduler", "ddpm": "DDPMScheduler", "euler": "EulerD
               "dpm": "DPMSolverMultistepScheduler"}
 
 
+def weights_fingerprint(pipeline) -> str | None:
+    """:meth:`RagarPipeline.fingerprint` of ``pipeline``, or None for a pipeline without one (the
+    Stable Diffusion path's): what a resumable job's manifest records of the generator."""
+    fp = getattr(pipeline, "fingerprint", None)
+    return fp() if callable(fp) else None
+
+
 @dataclass
 class RagarPipelineOutput(BaseOutput):
     images: np.ndarray | torch.Tensor   # (B * N, H, W, 3) uint8 for "np", or (B * N, 3, H, W) in [-1, 1] for "pt"
@@ -68,6 +75,26 @@ class RagarPipeline(DiffusionPipeline):
 
             size *= downscale_of(self.vae)
         return size
+
+    def fingerprint(self) -> str:
+        """A sha256 of every component's weights and config (the scheduler's too), as loaded.
+
+        A resumable job (the replay) keeps it in its manifest, so a rerun after the weights
+        changed is refused instead of merging shards from two generators."""
+        import hashlib
+        import json
+
+        h = hashlib.sha256()
+        for name, comp in sorted(self.components.items()):
+            if comp is None:
+                continue
+            h.update(name.encode())
+            h.update(json.dumps(dict(comp.config), sort_keys=True, default=str).encode())
+            if isinstance(comp, torch.nn.Module):
+                for key, t in sorted(comp.state_dict().items()):
+                    h.update(key.encode())
+                    h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()
 
     def prepare_image(self, image: ImageInput | list[ImageInput], batch: int) -> torch.Tensor:
         """References as (B, 3, S, S) in [-1, 1] at :attr:`image_size`: a PIL image, an HxWx{1,3,4}

@@ -134,6 +134,15 @@ def test_eval_replay_resumes_and_reports(gen_args, tiny_models, tmp_path):
     assert not diff, diff
     r = runner.invoke(app, [*args[:-2], "--n", "2", "--out", str(out)])
     assert r.exit_code == 2 and "other settings" in r.output
+    # other generator weights (the same architecture, saved in float16) into the same --out: refused,
+    # not merged with the old generator's shards
+    from ragar.generation.pipeline import RagarPipeline
+
+    other = tmp_path / "generator-fp16"
+    RagarPipeline.from_pretrained(tiny_models["generator"], scheduler="ddpm").save_pretrained(other, half=True)
+    swapped = [str(other) if a == str(tiny_models["generator"]) else a for a in args]
+    r = runner.invoke(app, swapped)
+    assert r.exit_code == 2 and "other settings" in r.output
     r = runner.invoke(app, ["eval", "replay", *gen_args, "--methods", "best", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "unknown methods" in r.output
 
