@@ -58,7 +58,7 @@ COMMANDS = {
     "docs/results/ab_simulation.json": (
         ["ragar", "ab", "simulate", "--experiment", "ragar-vs-uniform", "--experiments", "configs/experiments.yaml",
          "--users", "300", "--days", "12", "--visit-p", "0.5", "--requests-per-visit", "2", "--until-decision",
-         "--budget-minutes", "15", "--out", "runs/results/ab-sim"],
+         "--budget-minutes", "10", "--out", "runs/results/ab-sim"],
         "runs/results/ab-sim/report.json"),
 }
 #: figures the docs show that a command draws beside its JSON: copied over when it reruns
