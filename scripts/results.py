@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.run import SUITES  # noqa: E402
 from eval.results_tables import blocks, json_paths, rewrite  # noqa: E402
 
 #: docs/results/<file> -> (the command that measures it, the JSON it writes)
@@ -69,9 +70,7 @@ FIGURES = {"docs/results/replay.json": [("runs/results/replay/tradeoff.png", "do
            "docs/results/ab_simulation.json": [("runs/results/ab-sim/timeline.png", "docs/img/ab-sim.png")]}
 # each benchmark suite writes its own JSON in place (benchmarks/run.py)
 COMMANDS |= {f"benchmarks/results/{suite}.json": (["python", "-m", "benchmarks.run", "--only", suite],
-                                                  f"benchmarks/results/{suite}.json")
-             for suite in ("preference", "index", "encoders", "ranking", "generation", "identity", "serving",
-                           "scaleout")}
+                                                  f"benchmarks/results/{suite}.json") for suite in SUITES}
 COMMANDS["benchmarks/results/serving-load.json"] = COMMANDS["benchmarks/results/serving.json"]
 
 
