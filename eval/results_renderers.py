@@ -338,6 +338,35 @@ def ab_simulation_table(d: dict) -> str:
     return "\n".join(out) + "\n\n" + _source(d) + "\n"
 
 
+#: the shipped generator's stages, in the order scripts/train_demo_generator.sh runs them:
+#: (key in provenance.json, what the stage trains)
+GENERATOR_STAGES = (("autoencoder", "the autoencoder, 64 px to 32x32x4 latents, from scratch"),
+                    ("autoencoder_decoder_stage", "its decoder again, with latent noise (encoder frozen)"),
+                    ("generator_epsilon_stage", "the latent UNet on aligned pairs, ε-prediction"),
+                    ("generator_v_stage", "the same UNet fine-tuned to v-prediction from stage 3's EMA"),
+                    ("autoencoder_ssim_stage", "the decoder once more with 1 − SSIM (encoder frozen); shipped"))
+
+
+def training_stages(d: dict) -> str:
+    """docs/GENERATION.md: the shipped generator's training stages, from the ``provenance.json``
+    released beside its weights (steps, losses and wall time as each stage's run recorded them)."""
+    out = ["| stage | what | steps | loss, first → final | wall time |", "|---|---|---|---|---|"]
+    total = 0.0
+    for i, (key, what) in enumerate(GENERATOR_STAGES, 1):
+        st = d.get(key)
+        if st is None:
+            continue
+        sec = st.get("seconds", st.get("seconds_this_run"))
+        total += sec or 0.0
+        wall = f"{sec / 60:.0f} min" if sec else "not recorded (stopped at a checkpoint)"
+        out.append(f"| {i} | {what} | {st['steps']:,} | {_fmt(st.get('first_loss'))} → "
+                   f"{_fmt(st.get('final_loss'))} | {wall} |")
+    gpu = d.get("device", "?")
+    return "\n".join(out) + (f"\n\nThe stages that recorded their time took {total / 60:.0f} min in all, "
+                             f"on {gpu}. *Source: `ragar/weights/demo-generator/provenance.json`, written when the weights "
+                             "were released (`scripts/train_demo_generator.sh`).*\n")
+
+
 TABLES: dict[str, Callable[[dict], str]] = {
     "generation_headline": generation_headline, "generation_full": generation_full,
     "generation_differences": generation_differences, "preference_table": preference_table,
@@ -345,4 +374,5 @@ TABLES: dict[str, Callable[[dict], str]] = {
     "personalized_encoder_table": personalized_encoder_table, "bench_table": bench_table,
     "serving_load_table": serving_load_table, "ab_simulation_table": ab_simulation_table,
     "request_costs": request_costs, "scaleout_table": scaleout_table,
+    "training_stages": training_stages,
 }
