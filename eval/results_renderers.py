@@ -363,8 +363,8 @@ def training_stages(d: dict) -> str:
                    f"{_fmt(st.get('final_loss'))} | {wall} |")
     gpu = d.get("device", "?")
     return "\n".join(out) + (f"\n\nThe stages that recorded their time took {total / 60:.0f} min in all, "
-                             f"on {gpu}. *Source: `ragar/weights/demo-generator/provenance.json`, written when the weights "
-                             "were released (`scripts/train_demo_generator.sh`).*\n")
+                             f"on {gpu}. *Source: `ragar/weights/demo-generator/provenance.json`, written "
+                             "when the weights were released (`scripts/train_demo_generator.sh`).*\n")
 
 
 TABLES: dict[str, Callable[[dict], str]] = {
