@@ -94,6 +94,11 @@ def eval_ranker(
     if not (rankers / "rankers.json").exists():
         raise fail(f"{rankers} holds no rankers (no rankers.json); train them with `ragar train ranker`")
     loaded = Rankers.from_pretrained(rankers)
+    if loaded.preference is not None and loaded.preference != cfg.preference:
+        # LightGBM reads the RAGAR-weighted cosine as a feature: build it as the rankers were trained
+        print(f"the rankers were trained with preference settings {loaded.preference.model_dump()}; "
+              "their features are built with those, not the config's")
+        cfg = cfg.model_copy(update={"preference": loaded.preference})
     items, rd = _ranking_data(cfg, data)
     return _evaluate_and_report(cfg, data, loaded, items, rd, out or data / "report")
 

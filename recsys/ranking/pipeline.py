@@ -67,6 +67,7 @@ class RankingData:
     valid: Split
     test: Split
     hr: Split  # sampled-candidate groups for HR@10
+    preference: PreferenceConfig | None = None  # what the features' RAGAR weights were built with
 
 
 def prepare(interactions: pl.DataFrame | pl.LazyFrame, items: ItemTable, config: PreferenceConfig | None = None,
@@ -97,7 +98,7 @@ def prepare(interactions: pl.DataFrame | pl.LazyFrame, items: ItemTable, config:
     hr = pl.DataFrame(rows, schema=["user_id", "item_id", "request_id", "timestamp", "position", "click"],
                       orient="row").with_columns(pl.col("click").cast(pl.Int8).alias("grade"))
     mk = lambda s: _split(s, interactions, items, config, progress)  # noqa: E731
-    return RankingData(mk(train), mk(valid), mk(imp_test), mk(hr))
+    return RankingData(mk(train), mk(valid), mk(imp_test), mk(hr), config)
 
 
 @dataclass
@@ -105,6 +106,9 @@ class Rankers:
     lgbm: dict[str, LambdaRankRanker]
     din: dict[str, DINRanker]
     din_losses: dict[str, list[float]]
+    # the preference settings LightGBM's features were built with: features for these rankers must
+    # be built the same way (``ragar eval ranker`` does), or the model reads features it never saw
+    preference: PreferenceConfig | None = None
 
     def save_pretrained(self, path: str | Path) -> Path:
         path = Path(path)
@@ -113,7 +117,9 @@ class Rankers:
         for k, m in self.din.items():
             m.save_pretrained(path / f"din-{k}")
         (path / "rankers.json").write_text(json.dumps({"lgbm": list(self.lgbm), "din": list(self.din),
-                                                       "din_losses": self.din_losses}, indent=2))
+                                                       "din_losses": self.din_losses,
+                                                       "preference": self.preference and self.preference.model_dump()},
+                                                      indent=2))
         return path
 
     @classmethod
@@ -121,7 +127,8 @@ class Rankers:
         path = Path(path)
         meta = json.loads((path / "rankers.json").read_text())
         return cls({k: LambdaRankRanker.from_pretrained(path / f"lgbm-{k}") for k in meta["lgbm"]},
-                   {k: DINRanker.from_pretrained(path / f"din-{k}") for k in meta["din"]}, meta["din_losses"])
+                   {k: DINRanker.from_pretrained(path / f"din-{k}") for k in meta["din"]}, meta["din_losses"],
+                   PreferenceConfig(**meta["preference"]) if meta.get("preference") else None)
 
 
 def lgbm_features(split: Split, variant: str) -> np.ndarray:
@@ -148,7 +155,7 @@ def train_rankers(data: RankingData, items: ItemTable, epochs: int = 4, seed: in
                                     tr.samples["position"].to_numpy(), items.image, items.combined, **d,
                                     epochs=epochs, seed=seed, progress=progress, device=device)
         din[variant] = model
-    return Rankers(lgbm, din, losses)
+    return Rankers(lgbm, din, losses, data.preference)
 
 
 def subset(split: Split, rows: np.ndarray) -> Split:

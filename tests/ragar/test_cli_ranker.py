@@ -23,6 +23,13 @@ def test_train_and_eval_ranker(tiny_world, tmp_path):
     assert set(res["oracle_spearman"]) == {"ragar", "uniform"}
     assert -1 <= res["oracle_spearman"]["ragar"] <= 1
     assert "data:image/png;base64," in (rep / "ranker.html").read_text()
+    # other preference settings in the config: the features are still built as the rankers were trained
+    rep2 = tmp_path / "rep2"
+    r = runner.invoke(app, ["eval", "ranker", "--data", str(tiny_world), "--rankers", str(out), "--out", str(rep2),
+                            *FAST, "--set", "preference.temperature=0.5"])
+    assert r.exit_code == 0, r.output
+    assert "were trained with preference settings" in r.output
+    assert json.loads((rep2 / "ranker.json").read_text())["rows"] == res["rows"]
 
 
 def test_eval_ranker_errors(tiny_world, tmp_path):

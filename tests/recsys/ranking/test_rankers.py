@@ -75,6 +75,8 @@ def test_train_evaluate_save_load(data, items, tmp_path):
     np.testing.assert_allclose(back.lgbm["ragar"].predict(x), rk.lgbm["ragar"].predict(x), rtol=1e-6)
     res2 = evaluate_rankers(back, data, items)
     assert res2["rows"] == res["rows"]
+    # the preference settings the features were built with travel with the rankers
+    assert data.preference is not None and back.preference == data.preference
     assert (tmp_path / "rk" / "din-ragar" / "model.safetensors").exists()
     assert (tmp_path / "rk" / "lgbm-ragar" / "model.txt").exists()
 
