@@ -12,6 +12,7 @@ Long (the generation evaluation alone is about half an hour on 2 cores); not par
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -82,6 +83,9 @@ FIGURES = {"docs/results/replay.json": [("runs/results/replay/tradeoff.png", "do
 COMMANDS |= {f"benchmarks/results/{suite}.json": (["python", "-m", "benchmarks.run", "--only", suite],
                                                   f"benchmarks/results/{suite}.json") for suite in SUITES}
 COMMANDS["benchmarks/results/serving-load.json"] = COMMANDS["benchmarks/results/serving.json"]
+# the device check's CPU column (docs/SCALING.md): the same script a GPU machine runs, here on the CPU
+COMMANDS["benchmarks/results/device-cpu.json"] = (
+    ["bash", "-c", "scripts/device-check.sh prepare && scripts/device-check.sh"], "benchmarks/results/device-cpu.json")
 #: JSON released with weights: their tables are rendered, but remaking them means retraining (about
 #: 3 hours: scripts/train_demo_generator.sh), which is a release, not a measurement
 RELEASED = {"ragar/weights/demo-generator/provenance.json"}
@@ -116,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
             scratch = (ROOT / written).parent
             if scratch.parent == ROOT / "runs/results":  # a fresh measurement: nothing resumed from an older run
                 shutil.rmtree(scratch, ignore_errors=True)
-            subprocess.run([str(bin_dir / cmd[0]), *cmd[1:]], cwd=ROOT, check=True)
+            exe = cmd[0] if cmd[0] == "bash" else str(bin_dir / cmd[0])
+            subprocess.run([exe, *cmd[1:]], cwd=ROOT, check=True, env={**os.environ, "PYTHON": sys.executable})
             if written != target:
                 shutil.copyfile(ROOT / written, ROOT / target)
             for src, dst in FIGURES.get(target, []):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from eval.results_tables import blocks, json_paths, render_block, rewrite
+from eval.results_tables import BLOCK, blocks, json_paths, render_block, rewrite
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -34,6 +35,9 @@ def test_each_cited_json_says_how_it_was_made():
             assert any(c.startswith("ragar train ") for c in d["trained_by"]) and d["device"], path
             continue
         p = d["provenance"]
+        if path.startswith("benchmarks/results/device-"):  # the device check: its card and CPU threads
+            assert d["command"].startswith("python -m benchmarks.device_check") and d["date"] and d["card"], path
+            continue
         if path.startswith("benchmarks/results/"):  # a bench suite: the machine instead of a config
             assert "benchmarks.run --only" in p["command"] and p["date"] and d["machine"]["cores"], path
             assert p["commit"] or "before a run recorded its commit" in p["source"], path
@@ -48,3 +52,24 @@ def test_a_hand_edited_number_is_caught(tmp_path):
     edited = doc.replace(body, body.replace("|", "| 9.999", 1), 1)
     assert rewrite(edited, ROOT) == doc  # rewriting restores what the JSON says
     assert blocks(edited)[0]["body"] != render_block(ROOT, m["json"], m["table"])
+
+
+RECORD = re.compile(r"<!-- record: (?P<why>[^>]+) -->\n.*?<!-- /record -->", re.S)
+MEASURED = re.compile(r"\d\.\d")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_measured_table_comes_from_a_json_or_says_it_is_a_record(doc):
+    """A table of measured numbers (decimals) is a results block, or a record block that says what it
+    was measured on and why no command remakes it (a one-off ablation, an earlier generator): a
+    number typed by hand cannot enter the docs without saying so."""
+    text = RECORD.sub("", BLOCK.sub("", doc.read_text()))
+    tables = re.findall(r"(?:^\|.*\|\n)+", text, re.M)
+    typed = [t.splitlines()[0] for t in tables if MEASURED.search("\n".join(t.splitlines()[2:]))]
+    assert not typed, f"{doc.name}: tables of measured numbers outside a results or record block: {typed}"
+
+
+def test_a_record_says_why():
+    for doc in DOCS:
+        for m in RECORD.finditer(doc.read_text()):
+            assert len(m["why"].split()) >= 5, f"{doc.name}: a record block must say what and why: {m['why']!r}"
