@@ -34,10 +34,10 @@ def test_each_cited_json_says_how_it_was_made():
         if path.startswith("ragar/weights/"):  # released weights: the recipe's commands, not a measurement
             assert any(c.startswith("ragar train ") for c in d["trained_by"]) and d["device"], path
             continue
-        p = d["provenance"]
         if path.startswith("benchmarks/results/device-"):  # the device check: its card and CPU threads
             assert d["command"].startswith("python -m benchmarks.device_check") and d["date"] and d["card"], path
             continue
+        p = d["provenance"]
         if path.startswith("benchmarks/results/"):  # a bench suite: the machine instead of a config
             assert "benchmarks.run --only" in p["command"] and p["date"] and d["machine"]["cores"], path
             assert p["commit"] or "before a run recorded its commit" in p["source"], path
