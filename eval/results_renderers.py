@@ -357,6 +357,18 @@ def device_table(d: dict) -> str:
     return "\n".join(out) + f"\n\n{_source({'provenance': src})}\n"
 
 
+def like_weight_table(d: dict) -> str:
+    """docs/RESULTS.md: ``scripts/like_weight_sweep.py`` (how the preference's like weight was chosen)."""
+    out = ["| like weight (click = 1) | weight on the ideal palette | heaviest palette is the ideal one "
+           "| weighted oracle utility | weight on the reference's category |", "|---|---|---|---|---|"]
+    for r in d["rows"]:
+        name = r.get("method") or f"{r['like_weight']:g}" + (" (default)" if r["like_weight"] ==
+                                                               d["default_like_weight"] else "")
+        out.append(f"| {name} | {_fmt(r['mass_on_ideal_palette'])} | {_fmt(r['heaviest_palette_is_ideal'])} | "
+                   f"{_fmt(r['weighted_utility'])} | {_fmt(r['mass_on_reference_category'])} |")
+    return "\n".join(out) + f"\n\n{d['requests']} demo-world requests drawn with seed {d['seed']}. {_source(d)}\n"
+
+
 #: the shipped generator's stages, in the order scripts/train_demo_generator.sh runs them:
 #: (key in provenance.json, what the stage trains)
 GENERATOR_STAGES = (("autoencoder", "the autoencoder, 64 px to 32x32x4 latents, from scratch"),
@@ -394,4 +406,5 @@ TABLES: dict[str, Callable[[dict], str]] = {
     "serving_load_table": serving_load_table, "ab_simulation_table": ab_simulation_table,
     "request_costs": request_costs, "scaleout_table": scaleout_table,
     "training_stages": training_stages, "device_table": device_table,
+    "like_weight_table": like_weight_table,
 }

@@ -47,6 +47,9 @@ COMMANDS = {
          "--rank-generator", "runs/gen-rank", "--ablation-generator", "runs/gen-plain", "--requests", "60",
          "--best-of", "0", "--config", "demo", "--out", "runs/results/rank-task"],
         "runs/results/rank-task/generation.json"),
+    "docs/results/like_weight.json": (
+        ["python", "scripts/like_weight_sweep.py", "--out", "runs/results/like-weight"],
+        "runs/results/like-weight/like_weight.json"),
     "docs/results/preference.json": (
         ["ragar", "eval", "preference", "--data", "runs/demo/world", "--config", "demo",
          "--out", "runs/results/preference"],
