@@ -36,6 +36,7 @@ class RankTask:
         self.scorer.model.eval().requires_grad_(False)
         self.image_size = image_size
         self.inputs: UserInputs = scorer.user_inputs(user_ids, as_of)
+        self.anchor: tuple[nn.Module, nn.Module] | None = None  # frozen starting (unet, adapter): consistency
 
     def to(self, device: torch.device | str) -> RankTask:
         """The frozen ranker, image encoder and user inputs on the generator's training device in
@@ -46,6 +47,8 @@ class RankTask:
             self.image_model = copy.deepcopy(self.image_model).to(device, torch.float32)
         self.scorer.to(device)
         self.inputs = self.inputs.to(device)
+        if self.anchor is not None:
+            self.anchor = tuple(m.to(device) for m in self.anchor)
         return self
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

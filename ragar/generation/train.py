@@ -71,6 +71,8 @@ class GeneratorConfig(BaseModel):
     rank_weight: float = Field(0.5, ge=0)
     rank_batch: int = Field(8, ge=2)
     rank_max_t: int = Field(400, ge=1, description="rank loss only where t < this (x̂0 is an image)")
+    rank_consistency: float = Field(0.0, ge=0, description="weight of the consistency term: the MSE between "
+                                    "x̂0 and what the starting weights predict from the same input")
     init_from: str | None = Field(None, description="start from this trained generator's weights (fine-tuning), or "
                                   "a training checkpoint's EMA weights (a checkpoint-N directory)")
     # style pairs (make_pairs): teach the adapter to read *how* an item looks from the preference
@@ -183,12 +185,32 @@ def _rank_step(unet, adapter, scheduler, rank_task, data: TrainingTensors, pairs
     out = unet(inp.contiguous(memory_format=torch.channels_last), torch.cat([t, t]).to(device),
                encoder_hidden_states=cond).sample
     clean = predicted_clean(scheduler, x2, out.float(), torch.cat([t, t]).to(device))
+    consistency = _consistency(rank_task, inp[:b], t.to(device), ref, pref, scheduler, clean[:b],
+                               device) if cfg.rank_consistency > 0 else None
     if data.vae is not None:
         from ragar.generation.autoencoder import decode
 
         clean = decode(data.vae, clean)
     own, oth = clean[:b], clean[b:]
-    return rank_task.loss(own, oth, rows), rank_task.win_rate(own.detach(), oth.detach(), rows)
+    loss = rank_task.loss(own, oth, rows)
+    if consistency is not None:
+        loss = loss + cfg.rank_consistency * consistency
+    return loss, rank_task.win_rate(own.detach(), oth.detach(), rows)
+
+
+def _consistency(rank_task, inp, t, ref, pref, scheduler, clean_own, device) -> torch.Tensor:
+    """The consistency term: the MSE between the own-preference x̂0 (in the UNet's space, before
+    decoding) and the starting weights' x̂0 from the same noisy input and conditions. The ranking
+    loss may then move the image only as far as it pays for in this term (a trust region around the
+    generator it fine-tunes, which keeps the reference's identity)."""
+    from ragar.generation.rank_task import predicted_clean
+
+    unet0, adapter0 = rank_task.anchor
+    with torch.no_grad():
+        out0 = unet0(inp.contiguous(memory_format=torch.channels_last), t,
+                     encoder_hidden_states=adapter0(ref.to(device), pref.to(device))).sample
+        clean0 = predicted_clean(scheduler, inp[:, :out0.shape[1]], out0.float(), t)
+    return torch.nn.functional.mse_loss(clean_own, clean0)
 
 
 @dataclass
@@ -250,6 +272,8 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     unet, adapter, opt = acc.prepare(unet, adapter, opt)
     ema.to(acc.device)  # the shadow weights live beside the weights they follow
     if rank_task is not None:
+        if cfg.rank_consistency > 0:  # the starting weights (init_from), frozen: what x̂0 stays close to
+            rank_task.anchor = tuple(m.eval().requires_grad_(False) for m in _initial_models(pairs, cfg)[:2])
         rank_task.to(acc.device)
     if vae is not None:
         vae.to(acc.device).requires_grad_(False)

@@ -173,6 +173,13 @@ def test_rank_task_fine_tunes_and_is_an_ablation_switch(tiny_models, tmp_path):
     a = load_file(str(tmp_path / "rank" / "unet" / "diffusion_pytorch_model.safetensors"))
     b = load_file(str(tmp_path / "plain" / "unet" / "diffusion_pytorch_model.safetensors"))
     assert any(not torch.equal(a[k], b[k]) for k in a)
+    # the consistency term is the MSE to what the starting weights predict: zero (and without
+    # gradient) at the first step, positive once the weights have moved, so the logged loss grows
+    r = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "cons"), "--rank-task",
+                                 "--rankers", str(tiny_models["rankers"]), "--set", "generator.rank_consistency=100"])
+    assert r.exit_code == 0, r.output
+    cons = json.loads((tmp_path / "cons" / "training.json").read_text())
+    assert cons["rank_loss_final"] > rank["rank_loss_final"]
     # errors: the rank task without rankers, a bad init directory
     r = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "x"), "--rank-task"])
     assert r.exit_code == 2 and "--rankers" in r.output
