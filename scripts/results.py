@@ -47,6 +47,12 @@ COMMANDS = {
          "--rank-generator", "runs/gen-rank", "--ablation-generator", "runs/gen-plain", "--requests", "60",
          "--best-of", "0", "--config", "demo", "--out", "runs/results/rank-task"],
         "runs/results/rank-task/generation.json"),
+    # the same with the consistency term (generator.rank_consistency=5), against the same ablation
+    "docs/results/rank_task_consistency.json": (
+        ["ragar", "eval", "generation", "--data", "runs/demo/world", "--rankers", "runs/demo/rankers",
+         "--rank-generator", "runs/gen-rank-c", "--ablation-generator", "runs/gen-plain", "--requests", "60",
+         "--best-of", "0", "--config", "demo", "--out", "runs/results/rank-task-consistency"],
+        "runs/results/rank-task-consistency/generation.json"),
     "docs/results/like_weight.json": (
         ["python", "scripts/like_weight_sweep.py", "--out", "runs/results/like-weight"],
         "runs/results/like-weight/like_weight.json"),
