@@ -369,6 +369,30 @@ def like_weight_table(d: dict) -> str:
     return "\n".join(out) + f"\n\n{d['requests']} demo-world requests drawn with seed {d['seed']}. {_source(d)}\n"
 
 
+RANK_ROW, ABLATION_ROW = "ragar + rank task", "ragar, same fine-tuning without rank task"
+
+
+def rank_task_table(d: dict) -> str:
+    """docs/GENERATION.md: the rank task against its ablation (``ragar eval generation
+    --rank-generator --ablation-generator``): both rows, and their paired differences per request
+    (the evaluation's own paired bootstrap, seed 0, over its recorded per-request values)."""
+    from eval.metrics.intervals import paired_bootstrap_ci
+
+    rows = _rows(d)
+    cols = ("utility", "ideal_palette", "category_kept", "parts_kept", "identity_cos")
+    out = ["| | oracle utility | ideal palette | category kept | parts kept | identity cos (NearID) |",
+           "|---|---|---|---|---|---|"]
+    for name in ("ragar", ABLATION_ROW, RANK_ROW):
+        out.append(f"| {name} | " + " | ".join(_fmt(_mean(rows[name], k)) for k in cols) + " |")
+    per = d["per_request"]
+    cells = []
+    for k in cols:
+        m, lo, hi = paired_bootstrap_ci(per[RANK_ROW][k], per[ABLATION_ROW][k], seed=0)
+        cells.append(f"{_fmt(m, sign=True)} {_ci((lo, hi), sign=True)}")
+    out.append("| rank task − ablation (paired) | " + " | ".join(cells) + " |")
+    return "\n".join(out) + f"\n\n{d['requests']} requests, same seeds. {_source(d)}\n"
+
+
 #: the shipped generator's stages, in the order scripts/train_demo_generator.sh runs them:
 #: (key in provenance.json, what the stage trains)
 GENERATOR_STAGES = (("autoencoder", "the autoencoder, 64 px to 32x32x4 latents, from scratch"),
@@ -406,5 +430,5 @@ TABLES: dict[str, Callable[[dict], str]] = {
     "serving_load_table": serving_load_table, "ab_simulation_table": ab_simulation_table,
     "request_costs": request_costs, "scaleout_table": scaleout_table,
     "training_stages": training_stages, "device_table": device_table,
-    "like_weight_table": like_weight_table,
+    "like_weight_table": like_weight_table, "rank_task_table": rank_task_table,
 }

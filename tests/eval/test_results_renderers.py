@@ -59,3 +59,53 @@ def test_the_scaleout_table_puts_one_process_first():
     t = scaleout_table({"suite": "scaleout", "rows": rows, "provenance": PROV})
     assert "| users/s over the generation window | 1.36 | 1.64 | **1.21×** |" in t
     assert "| 1.15 | 1.38 | 1.20× |" in t and "| 4.30 GiB | 4.35 GiB | |" in t
+
+
+def test_the_rank_table_pairs_the_rank_task_with_its_ablation():
+    from eval.results_renderers import ABLATION_ROW, RANK_ROW, rank_task_table
+
+    cols = ("utility", "ideal_palette", "category_kept", "parts_kept", "identity_cos")
+    rank = {k: [1.0, 0.0, 1.0, 0.0] for k in cols}
+    ablation = {k: [1.0, 1.0, 1.0, 1.0] for k in cols}  # the rank task loses 0.5 on every column
+    rows = [{"method": n, **{k: {"mean": float(sum(v[k]) / 4)} for k in cols}}
+            for n, v in (("ragar", ablation), (ABLATION_ROW, ablation), (RANK_ROW, rank))]
+    t = rank_task_table({"requests": 4, "rows": rows, "per_request": {RANK_ROW: rank, ABLATION_ROW: ablation},
+                         "provenance": PROV})
+    assert f"| {RANK_ROW} | 0.500 | 0.500 | 0.500 | 0.500 | 0.500 |" in t
+    assert "| rank task − ablation (paired) | −0.500 [−" in t and "4 requests, same seeds" in t
+
+
+def test_the_stage_table_reads_each_stage_of_the_release():
+    from eval.results_renderers import training_stages
+
+    ae = {"steps": 2500, "first_loss": 3.0, "final_loss": 0.03, "seconds": 840}
+    d = {"device": "cpu, 2 cores", "autoencoder": ae,
+         "generator_epsilon_stage": {"steps": 2000, "first_loss": 0.7, "final_loss": 0.026}}
+    t = training_stages(d)
+    assert "| 1 | the autoencoder, 64 px to 32x32x4 latents, from scratch | 2,500 | 3.000 → 0.030 | 14 min |" in t
+    assert "| 3 | the latent UNet on aligned pairs, ε-prediction | 2,000 | 0.700 → 0.026 | not recorded" in t
+    assert "| 2 |" not in t and "took 14 min in all, on cpu, 2 cores" in t
+
+
+def test_the_like_weight_table_marks_the_default():
+    from eval.results_renderers import like_weight_table
+
+    figs = {"mass_on_ideal_palette": 0.5, "heaviest_palette_is_ideal": 0.6, "weighted_utility": 1.7,
+            "mass_on_reference_category": 0.9}
+    d = {"requests": 400, "seed": 7, "default_like_weight": 10.0, "provenance": PROV | {"command": "python scripts/x"},
+         "rows": [{"like_weight": 1.5, **figs}, {"like_weight": 10.0, **figs},
+                  {"like_weight": None, "method": "uniform", **figs}]}
+    t = like_weight_table(d)
+    assert "| 1.5 | 0.500 | 0.600 | 1.700 | 0.900 |" in t and "| 10 (default) |" in t and "| uniform |" in t
+
+
+def test_the_device_table_shows_the_card_beside_the_cpu_when_one_ran():
+    from eval.results_renderers import device_table
+
+    rows = [{"figure": "generation, batch 8", "accelerator": 120.0, "cpu": 0.94, "unit": "images/s", "ratio": 127.7}]
+    t = device_table({"card": "H100", "cpu_threads": 16, "rows": rows, "command": "python -m benchmarks.device_check",
+                      "commit": None, "date": "2026-11-28"})
+    assert "| figure | H100 | CPU (16 threads) | ratio |" in t
+    assert "| generation, batch 8 | 120 images/s | 0.94 images/s | 127.7 |" in t
+    cpu_only = device_table({"card": "cpu", "cpu_threads": 2, "rows": [rows[0] | {"accelerator": None}]})
+    assert "| figure | CPU (2 threads) |" in cpu_only and "| generation, batch 8 | 0.94 images/s |" in cpu_only
