@@ -30,18 +30,12 @@ COMMANDS = {
         ["ragar", "eval", "generation", "--data", "runs/demo/world", "--rankers", "runs/demo/rankers",
          "--requests", "120", "--config", "demo", "--out", "runs/results/generation"],
         "runs/results/generation/generation.json"),
-    # the same protocol on a second world (world seed 1) the generator never saw:
-    #   ragar world build --out runs/world-seed1/world --size demo --set world.seed=1
-    #   ragar train ranker --data runs/world-seed1/world --out runs/world-seed1/rankers --config demo
+    # the same protocol on a second world (world seed 1) the generator never saw (PREREQUISITES)
     "docs/results/generation_seed1.json": (
         ["ragar", "eval", "generation", "--data", "runs/world-seed1/world", "--rankers", "runs/world-seed1/rankers",
          "--requests", "120", "--best-of", "0", "--config", "demo", "--out", "runs/results/generation-seed1"],
         "runs/results/generation-seed1/generation.json"),
-    # the rank task against its ablation, both fine-tuned from the shipped weights first (docs/GENERATION.md):
-    #   ragar train generator --data runs/demo/world --out runs/gen-rank --config demo
-    #     --init ragar/weights/demo-generator --rank-task --rankers runs/demo/rankers --steps 150 --max-pairs 4000
-    #     --set generator.checkpoint_every=50 --set generator.ema_decay=0.95
-    #   the same without --rank-task, --out runs/gen-plain
+    # the rank task against its ablation, both fine-tuned from the shipped weights first (PREREQUISITES)
     "docs/results/rank_task.json": (
         ["ragar", "eval", "generation", "--data", "runs/demo/world", "--rankers", "runs/demo/rankers",
          "--rank-generator", "runs/gen-rank", "--ablation-generator", "runs/gen-plain", "--requests", "60",
@@ -81,6 +75,26 @@ COMMANDS = {
          "--users", "300", "--days", "12", "--visit-p", "0.5", "--requests-per-visit", "2", "--until-decision",
          "--budget-minutes", "10", "--out", "runs/results/ab-sim"],
         "runs/results/ab-sim/report.json"),
+}
+_FINE_TUNE = ["ragar", "train", "generator", "--data", "runs/demo/world", "--config", "demo", "--init",
+              "ragar/weights/demo-generator", "--steps", "150", "--max-pairs", "4000",
+              "--set", "generator.checkpoint_every=50", "--set", "generator.ema_decay=0.95"]
+_RANK = ["--rank-task", "--rankers", "runs/demo/rankers"]
+#: what a command reads that `make demo` does not make: (the path it needs, the command that makes
+#: it), run first when the path is missing (a rerun measures the same inputs again)
+PREREQUISITES = {
+    "docs/results/generation_seed1.json": [
+        ("runs/world-seed1/world/world.json", ["ragar", "world", "build", "--out", "runs/world-seed1/world",
+                                               "--size", "demo", "--set", "world.seed=1"]),
+        ("runs/world-seed1/rankers/rankers.json", ["ragar", "train", "ranker", "--data", "runs/world-seed1/world",
+                                                   "--out", "runs/world-seed1/rankers", "--config", "demo"])],
+    "docs/results/rank_task.json": [
+        ("runs/gen-rank/training.json", [*_FINE_TUNE, *_RANK, "--out", "runs/gen-rank"]),
+        ("runs/gen-plain/training.json", [*_FINE_TUNE, "--out", "runs/gen-plain"])],
+    "docs/results/rank_task_consistency.json": [
+        ("runs/gen-rank-c/training.json", [*_FINE_TUNE, *_RANK, "--set", "generator.rank_consistency=5",
+                                           "--out", "runs/gen-rank-c"]),
+        ("runs/gen-plain/training.json", [*_FINE_TUNE, "--out", "runs/gen-plain"])],
 }
 #: figures the docs show that a command draws beside its JSON: copied over when it reruns
 FIGURES = {"docs/results/replay.json": [("runs/results/replay/tradeoff.png", "docs/img/replay_tradeoff.png")],
@@ -125,6 +139,10 @@ def main(argv: list[str] | None = None) -> None:
             if tuple(cmd) in done:  # one run writes both (the serving bench: its rows and its raw numbers)
                 continue
             done.add(tuple(cmd))
+            for needed, make in PREREQUISITES.get(target, []):
+                if not (ROOT / needed).exists():
+                    print("$", " ".join(make), flush=True)
+                    subprocess.run([str(bin_dir / make[0]), *make[1:]], cwd=ROOT, check=True)
             print("$", " ".join(cmd), flush=True)
             scratch = (ROOT / written).parent
             if scratch.parent == ROOT / "runs/results":  # a fresh measurement: nothing resumed from an older run

@@ -74,3 +74,18 @@ def test_a_record_says_why():
     for doc in DOCS:
         for m in RECORD.finditer(doc.read_text()):
             assert len(m["why"].split()) >= 5, f"{doc.name}: a record block must say what and why: {m['why']!r}"
+
+
+def test_make_results_knows_how_to_remake_every_cited_json():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_script", ROOT / "scripts" / "results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cited = {p for doc in DOCS for m in blocks(doc.read_text()) for p in json_paths(m["json"])}
+    assert not cited - set(mod.COMMANDS) - mod.RELEASED
+    assert set(mod.PREREQUISITES) <= set(mod.COMMANDS)
+    for target, needs in mod.PREREQUISITES.items():  # what a command reads is what its prerequisite makes
+        cmd = " ".join(mod.COMMANDS[target][0])
+        for path, make in needs:
+            assert make[make.index("--out") + 1] in path and path.split("/")[1] in cmd, (target, path)
