@@ -393,6 +393,16 @@ def rank_task_table(d: dict) -> str:
     return "\n".join(out) + f"\n\n{d['requests']} requests, same seeds. {_source(d)}\n"
 
 
+def replay_tradeoff(d: dict) -> str:
+    """docs/EVALUATION.md, docs/RESULTS.md: the replay's trade-off curve (``replay.json``'s
+    ``tradeoff``) as one sentence under its plot."""
+    t = d["tradeoff"]
+    util = ", ".join(f"{r['utility']:.2f} at scale {r['preference_guidance_scale']:g}" for r in t)
+    ident = [r["identity_cos"] for r in t]
+    return (f"Oracle utility {util}; identity cos between {min(ident):.3f} and {max(ident):.3f} "
+            f"throughout. {_source(d)}\n")
+
+
 #: the shipped generator's stages, in the order scripts/train_demo_generator.sh runs them:
 #: (key in provenance.json, what the stage trains)
 GENERATOR_STAGES = (("autoencoder", "the autoencoder, 64 px to 32x32x4 latents, from scratch"),
@@ -431,4 +441,5 @@ TABLES: dict[str, Callable[[dict], str]] = {
     "request_costs": request_costs, "scaleout_table": scaleout_table,
     "training_stages": training_stages, "device_table": device_table,
     "like_weight_table": like_weight_table, "rank_task_table": rank_task_table,
+    "replay_tradeoff": replay_tradeoff,
 }

@@ -109,3 +109,12 @@ def test_the_device_table_shows_the_card_beside_the_cpu_when_one_ran():
     assert "| generation, batch 8 | 120 images/s | 0.94 images/s | 127.7 |" in t
     cpu_only = device_table({"card": "cpu", "cpu_threads": 2, "rows": [rows[0] | {"accelerator": None}]})
     assert "| figure | CPU (2 threads) |" in cpu_only and "| generation, batch 8 | 0.94 images/s |" in cpu_only
+
+
+def test_the_tradeoff_sentence_reads_the_curve():
+    from eval.results_renderers import replay_tradeoff
+
+    t = [{"preference_guidance_scale": s, "utility": u, "identity_cos": i}
+         for s, u, i in ((0, 0.8, 0.71), (3, 1.7, 0.73))]
+    out = replay_tradeoff({"tradeoff": t, "provenance": PROV})
+    assert out.startswith("Oracle utility 0.80 at scale 0, 1.70 at scale 3; identity cos between 0.710 and 0.730")
