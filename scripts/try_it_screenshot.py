@@ -24,6 +24,8 @@ def main() -> None:
                     "present, an RGBA product cut-out)")
     ap.add_argument("--demo", type=Path, default=ROOT / "runs" / "demo")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img" / "try-it.png")
+    ap.add_argument("--arm", default="ragar", help="show a user the experiment assigns to this arm (default: "
+                    "ragar, the product; the page's first user may land in a baseline arm)")
     args = ap.parse_args()
     import matplotlib
     from playwright.sync_api import expect, sync_playwright
@@ -46,6 +48,7 @@ def main() -> None:
             page = b.new_page(viewport={"width": 1200, "height": 1000})
             page.goto(url + "/")
             expect(page.locator("#status")).to_have_text("ready", timeout=60_000)
+            page.select_option("#user", _user_in_arm(page, args.arm))
             page.set_input_files("#upload", str(photo))
             expect(page.locator("#status")).to_contain_text("your photo")
             page.fill("#seed", "7")
@@ -59,6 +62,18 @@ def main() -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _user_in_arm(page, arm: str) -> str:
+    """The first user in the page's list whom the active experiment assigns to ``arm``."""
+    from serving.experiments import active_experiment, load_experiments
+
+    exp = active_experiment(load_experiments(ROOT / "configs" / "experiments.yaml"))
+    users = page.eval_on_selector_all("#user option", "els => els.map(e => e.value)")
+    for u in users:
+        if exp.assign(u).name == arm:
+            return u
+    raise SystemExit(f"no user of the page is in arm {arm!r} of {exp.name}")
 
 
 if __name__ == "__main__":
