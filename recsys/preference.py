@@ -37,7 +37,7 @@ class PreferenceConfig(BaseModel):
     # a like is much stronger evidence of the user's style than a click: on the demo world, weighing
     # likes 10x (not 1.5x) put the heaviest history palette on the user's ideal one in 63% of
     # held-out requests instead of 53%, and raised generated oracle utility by +0.185 [+0.017,
-    # +0.366] (48 requests drawn with seed 7, not the evaluation's; docs/EVALUATION.md)
+    # +0.366] (48 requests drawn with seed 7, not the evaluation's; docs/RESULTS.md)
     event_weights: dict[str, float] = Field(default_factory=lambda: {"click": 1.0, "like": 10.0, "view": 1.0})
     half_life_days: float | None = Field(None, gt=0, description="recency decay for 'ragar' (None = off)")
     recency_half_life_days: float = Field(14.0, gt=0, description="decay of the 'recency' baseline")
