@@ -17,6 +17,7 @@ generator seeded by (seed, step), so a resumed run is identical to an uninterrup
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass
@@ -260,6 +261,8 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     out.mkdir(parents=True, exist_ok=True)
     acc = _accelerator(cfg, device)
     unet, adapter, vae = _initial_models(pairs, cfg)
+    if rank_task is not None and cfg.rank_consistency > 0:  # the starting weights, frozen, before any resume
+        rank_task.anchor = tuple(copy.deepcopy(m).eval().requires_grad_(False) for m in (unet, adapter))
     data = training_tensors(pairs, cfg, vae)
     params = [*unet.parameters(), *adapter.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=1e-4)
@@ -272,8 +275,6 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     unet, adapter, opt = acc.prepare(unet, adapter, opt)
     ema.to(acc.device)  # the shadow weights live beside the weights they follow
     if rank_task is not None:
-        if cfg.rank_consistency > 0:  # the starting weights (init_from), frozen: what x̂0 stays close to
-            rank_task.anchor = tuple(m.eval().requires_grad_(False) for m in _initial_models(pairs, cfg)[:2])
         rank_task.to(acc.device)
     if vae is not None:
         vae.to(acc.device).requires_grad_(False)
