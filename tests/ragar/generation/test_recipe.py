@@ -1,0 +1,78 @@
+"""The GPU recipe's mechanics on the CPU with tiny models: from exported pairs to a saved float16
+pipeline that renders a reference, with fixed steps or steps taken from a time budget."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from ragar.generation.pairs import make_pairs
+from ragar.generation.portable import save_pairs
+from ragar.generation.recipe import STAGES, _Budget, main, run
+
+AE = dict(image_size=16, channels=8, encoder_blocks=[0, 1], decoder_blocks=[1, 0], batch_size=4, steps=5)
+GEN = dict(image_size=16, block_out_channels=[16, 32], cross_attention_blocks=[True, False], cross_attention_dim=32,
+           adapter_tokens=2, num_train_timesteps=100, batch_size=4, steps=5)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_world, tmp_path_factory):
+    items = pl.read_parquet(tiny_world / "items.parquet")
+    vec = np.random.default_rng(0).normal(size=(items.height, items.height + 8)).astype(np.float32)
+    ids = items["item_id"].to_numpy()
+    out = tmp_path_factory.mktemp("pairs")
+    save_pairs(make_pairs(tiny_world, ids, vec, 16, max_pairs=40, render_images=False), ids, vec, out,
+               meta={"autoencoder": AE, "generator": GEN})
+    return out
+
+
+def test_fixed_steps_make_a_pipeline_that_renders(exported, tmp_path):
+    from ragar.generation.pipeline import RagarPipeline
+
+    main(["--pairs", str(exported), "--out", str(tmp_path), "--device", "cpu", "--workers", "1", "--steps", "3,2,4"])
+    log = json.loads((tmp_path / "recipe.json").read_text())
+    assert [s["stage"] for s in log["stages"]] == list(STAGES)
+    assert [s["steps"] for s in log["stages"]] == [3, 2, 4]
+    assert log["pairs"] == 40 and log["image_size"] == 16
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert {v.dtype for v in saved.values()} == {torch.float16}  # released in float16
+    pipe = RagarPipeline.from_pretrained(tmp_path / "pipeline")
+    assert pipe.vae is not None  # with the decoder it was trained on
+    pipe.set_progress_bar_config(disable=True)
+    d = pipe.adapter.config.embed_dim
+    ref = np.full((20, 20, 3), 200, np.uint8)  # any size: resized inside
+    out = pipe(torch.ones(1, d), torch.ones(1, d), image=ref, num_inference_steps=2,
+               generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (1, 16, 16, 3)
+
+
+def test_budget_sets_the_steps(exported, tmp_path):
+    log = run(exported, tmp_path, budget_s=20.0, device="cpu", workers=1, probe_steps=1, min_steps=1)
+    for s in log["stages"]:
+        assert s["probe_steps_per_s"] > 0 and s["steps"] >= 1
+    assert (tmp_path / "pipeline" / "unet").is_dir()
+
+
+def test_wrong_step_count_is_refused():
+    with pytest.raises(ValueError, match="needs 3 counts"):
+        _Budget(10.0, 1, 1, [1, 2])
+
+
+def test_the_recipe_runs_without_the_packages_that_cannot_travel(exported, tmp_path):
+    """What a GPU machine runs: rendering and all three stages with polars, faiss, LightGBM and the
+    weight packages unimportable (the blocker of tests/test_device_check.py)."""
+    import subprocess
+    import sys
+
+    from tests.test_device_check import BLOCK, ROOT
+
+    code = BLOCK + ("from ragar.generation.recipe import main\n"
+                    f"main(['--pairs', {str(exported)!r}, '--out', {str(tmp_path)!r}, '--device', 'cpu', "
+                    "'--workers', '2', '--steps', '2,1,2'])\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "recipe.json").read_text())["command"].startswith("python -m ragar.generation.recipe")
