@@ -338,25 +338,6 @@ def ab_simulation_table(d: dict) -> str:
     return "\n".join(out) + "\n\n" + _source(d) + "\n"
 
 
-def device_table(d: dict) -> str:
-    """docs/SCALING.md: ``scripts/device-check.sh`` (``benchmarks/results/device-<card>.json``): each
-    figure on the accelerator beside the same machine's CPU (the CPU column alone where no card ran)."""
-    card = d.get("card", "?")
-    acc = any(r.get("accelerator") is not None for r in d["rows"])
-    head = f"| figure | {card} | CPU ({d.get('cpu_threads', '?')} threads) | ratio |" if acc else \
-        f"| figure | CPU ({d.get('cpu_threads', '?')} threads) |"
-    out = [head, "|---|---|---|---|" if acc else "|---|---|"]
-    for r in d["rows"]:
-        cpu = f"{_quantity(r.get('cpu'), '')} {r['unit']}".strip() if r.get("cpu") is not None else "—"
-        if acc:
-            a = f"{_quantity(r['accelerator'], '')} {r['unit']}" if r.get("accelerator") is not None else "—"
-            out.append(f"| {r['figure']} | {a} | {cpu} | {_fmt(r.get('ratio'), 1)} |")
-        else:
-            out.append(f"| {r['figure']} | {cpu} |")
-    src = {"command": d.get("command"), "commit": d.get("commit"), "date": d.get("date")}
-    return "\n".join(out) + f"\n\n{_source({'provenance': src})}\n"
-
-
 def like_weight_table(d: dict) -> str:
     """docs/RESULTS.md: ``scripts/like_weight_sweep.py`` (how the preference's like weight was chosen)."""
     out = ["| like weight (click = 1) | weight on the ideal palette | heaviest palette is the ideal one "
@@ -439,7 +420,7 @@ TABLES: dict[str, Callable[[dict], str]] = {
     "personalized_encoder_table": personalized_encoder_table, "bench_table": bench_table,
     "serving_load_table": serving_load_table, "ab_simulation_table": ab_simulation_table,
     "request_costs": request_costs, "scaleout_table": scaleout_table,
-    "training_stages": training_stages, "device_table": device_table,
+    "training_stages": training_stages,
     "like_weight_table": like_weight_table, "rank_task_table": rank_task_table,
     "replay_tradeoff": replay_tradeoff,
 }

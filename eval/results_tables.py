@@ -20,7 +20,10 @@ import json
 import re
 from pathlib import Path
 
-from eval.results_renderers import TABLES
+from eval.results_gpu import GPU_TABLES
+from eval.results_renderers import TABLES as _TABLES
+
+TABLES = {**_TABLES, **GPU_TABLES}
 
 BLOCK = re.compile(r"<!-- results: (?P<json>\S+) (?P<table>\w+) -->\n(?P<body>.*?)<!-- /results -->", re.S)
 

@@ -100,7 +100,7 @@ def test_the_like_weight_table_marks_the_default():
 
 
 def test_the_device_table_shows_the_card_beside_the_cpu_when_one_ran():
-    from eval.results_renderers import device_table
+    from eval.results_gpu import device_table
 
     rows = [{"figure": "generation, batch 8", "accelerator": 120.0, "cpu": 0.94, "unit": "images/s", "ratio": 127.7}]
     t = device_table({"card": "H100", "cpu_threads": 16, "rows": rows, "command": "python -m benchmarks.device_check",
@@ -118,3 +118,36 @@ def test_the_tradeoff_sentence_reads_the_curve():
          for s, u, i in ((0, 0.8, 0.71), (3, 1.7, 0.73))]
     out = replay_tradeoff({"tradeoff": t, "provenance": PROV})
     assert out.startswith("Oracle utility 0.80 at scale 0, 1.70 at scale 3; identity cos between 0.710 and 0.730")
+
+
+def test_the_device_table_sets_a_lent_card_beside_the_development_cpu():
+    from eval.results_gpu import device_table
+
+    card = {"card": "NVIDIA H200", "device": "cuda:0 (NVIDIA H200, bfloat16)", "command": "python -m x --no-cpu",
+            "commit": "abc1234", "date": "2026-11-28",
+            "rows": [{"figure": "generation, batch 1", "accelerator": 2.8, "cpu": None, "unit": "images/s"},
+                     {"figure": "one best-of-4 request (p50)", "accelerator": 0.4, "cpu": None, "unit": "s"},
+                     {"figure": "generation, batch 256", "accelerator": 486.0, "cpu": None, "unit": "images/s"}]}
+    cpu = {"card": "cpu", "cpu_threads": 2, "command": "python -m x", "date": "2026-11-28",
+           "rows": [{"figure": "generation, batch 1", "accelerator": None, "cpu": 0.7, "unit": "images/s"},
+                    {"figure": "one best-of-4 request (p50)", "accelerator": None, "cpu": 3.2, "unit": "s"}]}
+    t = device_table({"a.json": card, "b.json": cpu})
+    assert "| figure | NVIDIA H200 | CPU (2 threads) (development machine) | ratio |" in t
+    assert "| generation, batch 1 | 2.8 images/s | 0.7 images/s | 4.0 |" in t
+    assert "| one best-of-4 request (p50) | 0.4 s | 3.2 s | 8.0 |" in t  # a latency's ratio is CPU over card
+    assert "| generation, batch 256 | 486 images/s | — | — |" in t  # a figure the CPU did not run
+
+
+def test_the_recipe_table_reads_each_stage():
+    from eval.results_gpu import recipe_table
+
+    d = {"pairs": 30885, "image_size": 128, "render_s": 25.6, "seconds": 369.0, "card": "NVIDIA H200", "torch": "2.11",
+         "export": {"autoencoder": {"batch_size": 128}, "generator": {"batch_size": 128}},
+         "stages": [{"stage": "autoencoder", "steps": 2000, "first_loss": 2.89, "final_loss": 0.026,
+                     "psnr_held_out": 29.66, "seconds": 64.0},
+                    {"stage": "generator", "steps": 1800, "first_loss": 0.536, "final_loss": 0.046,
+                     "seconds_this_run": 240.0}]}
+    t = recipe_table(d)
+    assert "| autoencoder | 2,000 | 128 | 2.890 → 0.026 | 29.7 dB | 64 | 4,000 |" in t
+    assert "| generator | 1,800 | 128 | 0.536 → 0.046 | — | 240 | 960 |" in t
+    assert "30,885 pairs rendered at 128 px in 26 s; 369 s in all on NVIDIA H200" in t
