@@ -32,18 +32,33 @@ __all__ = [
     "to_batch",
 ]
 
-def to_batch(images: Sequence[ImageLike], size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Decode, resize (bilinear, antialiased) and normalise a list of images into (B, 3, size, size)."""
-    out = []
-    for im in images:
-        t = torch.from_numpy(np.array(load_rgb(im))).permute(2, 0, 1).float().div_(255.0)[None]
-        if t.shape[-2:] != (size, size):
-            t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", antialias=True,
+def to_batch(images: Sequence[ImageLike], size: int, mean: Sequence[float], std: Sequence[float],
+             device: torch.device | str | None = None) -> torch.Tensor:
+    """Decode, resize (bilinear, antialiased) and normalise a list of images into (B, 3, size, size),
+    on ``device`` (default: the CPU).
+
+    Images of one size (a generated batch, a world's renders) are stacked as uint8, moved once and
+    resized as one tensor operation on ``device``. On a lent H200 the CPU work around the UNet was
+    most of a served batch (docs/SCALING.md): upscaling 256 candidates 64 -> 224 px for EfficientNet
+    alone takes 0.7 s on one core, one image at a time or stacked, where generating them takes 0.5 s
+    on the card. On the CPU both paths give the same numbers (tested)."""
+    arrays = [np.asarray(load_rgb(im)) for im in images]
+    if arrays and all(a.shape == arrays[0].shape for a in arrays):
+        x = torch.from_numpy(np.stack(arrays)).to(device or "cpu").permute(0, 3, 1, 2).float().div_(255.0)
+        if x.shape[-2:] != (size, size):
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
                                                 align_corners=False)
-        out.append(t)
-    x = torch.cat(out)
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
+    else:
+        out = []
+        for a in arrays:
+            t = torch.from_numpy(a).permute(2, 0, 1).float().div_(255.0)[None]
+            if t.shape[-2:] != (size, size):
+                t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", antialias=True,
+                                                    align_corners=False)
+            out.append(t)
+        x = torch.cat(out).to(device or "cpu")
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
     return (x - m) / s
 
 

@@ -66,7 +66,7 @@ class ContrastiveImageEncoder(ImageEncoder):
         return self._fp
 
     def _embed(self, batch: Sequence[ImageLike]) -> torch.Tensor:
-        return self.model(self._on_device(to_batch(batch, self.image_size, MEAN, STD)))
+        return self.model(self._on_device(to_batch(batch, self.image_size, MEAN, STD, device=self.device)))
 
 
 def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:

@@ -59,7 +59,7 @@ class EfficientNetLiteEncoder(ImageEncoder):
 
     def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """(B, 3, S, S) normalised, on the encoder's device and in its dtype."""
-        return self._on_device(to_batch(images, self.image_size, MEAN, STD))
+        return self._on_device(to_batch(images, self.image_size, MEAN, STD, device=self.device))
 
     def _embed(self, batch: Sequence[ImageLike]) -> torch.Tensor:
         x = self.preprocess(batch).contiguous(memory_format=torch.channels_last)

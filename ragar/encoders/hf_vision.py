@@ -52,6 +52,6 @@ class HFVisionEncoder(ImageEncoder):
         return self._fp
 
     def _embed(self, batch: Sequence[ImageLike]) -> torch.Tensor:
-        x = self._on_device(to_batch(batch, self.image_size, self.mean, self.std))
+        x = self._on_device(to_batch(batch, self.image_size, self.mean, self.std, device=self.device))
         out = self.model.get_image_features(pixel_values=x)
         return out if isinstance(out, torch.Tensor) else out.pooler_output

@@ -169,3 +169,20 @@ def test_fingerprint_does_not_depend_on_the_thread_count():
         torch.set_num_threads(threads)
     assert one == many
     assert fingerprint("x", {}, {**state, "b": state["b"] + 1e-3}) != one
+
+
+def test_to_batch_stacks_one_size_and_matches_the_per_image_path():
+    import numpy as np
+    import torch
+
+    from ragar.encoders.base import to_batch
+
+    rng = np.random.default_rng(0)
+    same = [rng.integers(0, 256, (20, 20, 3), dtype=np.uint8) for _ in range(5)]
+    mixed = [*same, rng.integers(0, 256, (33, 17, 3), dtype=np.uint8)]
+    stacked = to_batch(same, 48, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    per_image = to_batch(mixed, 48, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))  # two sizes: one image at a time
+    assert stacked.shape == (5, 3, 48, 48) and per_image.shape == (6, 3, 48, 48)
+    torch.testing.assert_close(stacked, per_image[:5], rtol=0, atol=0)
+    on = to_batch(same, 20, (0.5,) * 3, (0.5,) * 3, device="cpu")  # the size already right: no resize
+    torch.testing.assert_close(on, torch.from_numpy(np.stack(same)).permute(0, 3, 1, 2).float() / 127.5 - 1)
