@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.harness import machine
-from ragar.provenance import run_record
+from ragar.provenance import record_start, run_record
 
 SUITES = ["preference", "index", "encoders", "ranking", "generation", "identity", "serving", "scaleout"]
 
@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
+    record_start()
     console = Console(width=160)
     info = machine()
     console.print(f"machine: {info}")

@@ -47,5 +47,8 @@ def expand_list_options(argv: list[str], options: tuple[str, ...] = ("--images",
 
 
 def main() -> None:
+    from ragar.provenance import record_start
+
+    record_start()  # the code that runs is the code at the start (a results JSON is written at the end)
     app(args=expand_list_options(sys.argv[1:]))
 
