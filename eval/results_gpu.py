@@ -68,7 +68,7 @@ def recipe_table(d: dict) -> str:
                    f"{_fmt(s.get('final_loss'))} | {psnr} | {secs:.0f} | {rate} |")
     return "\n".join(out) + (f"\n\n{d['pairs']:,} pairs rendered at {d['image_size']} px in {d['render_s']:.0f} s; "
                              f"{d['seconds']:.0f} s in all on {d.get('card', d.get('device'))} "
-                             f"(torch {d.get('torch')}). *`{d.get('command', 'python -m ragar.generation.recipe')}`*\n")
+                             f"(torch {d.get('torch')}). *`{(d.get('provenance') or {}).get('command', '?')}`*\n")
 
 
 GPU_TABLES: dict[str, Callable[[dict], str]] = {"device_table": device_table, "recipe_table": recipe_table}

@@ -18,10 +18,8 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -29,6 +27,7 @@ import torch
 from ragar.generation.autoencoder import AutoencoderConfig, train_autoencoder
 from ragar.generation.portable import load_pairs, read_scenes, render_all
 from ragar.generation.train import GeneratorConfig, train_generator
+from ragar.provenance import record_start, run_record
 
 #: shares of the training budget: autoencoder, its decoder again, the UNet (rendering comes first)
 SHARES = (0.22, 0.10, 0.68)
@@ -138,14 +137,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=lambda v: [int(x) for x in v.split(",")], default=None,
                     help="AE,ROBUST,GENERATOR steps instead of the budget's")
     a = ap.parse_args(argv)
+    record_start()
     if a.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     log = run(a.pairs, a.out, a.budget_s, a.device, a.workers, a.probe_steps, fixed_steps=a.steps)
     # what made it, for the docs' table (scripts/results.py cannot rerun a lent machine's run)
-    log.update(command=" ".join(["python -m ragar.generation.recipe", *(argv if argv is not None else sys.argv[1:])]),
-               date=datetime.now(timezone.utc).isoformat())
+    log["provenance"] = run_record("python -m ragar.generation.recipe", argv)
     (a.out / "recipe.json").write_text(json.dumps(log, indent=2, default=str))
     print(f"recipe done in {log['seconds']:.0f} s (budget {a.budget_s:.0f} s) -> {a.out / 'pipeline'}")
 

@@ -75,4 +75,5 @@ def test_the_recipe_runs_without_the_packages_that_cannot_travel(exported, tmp_p
                     "'--workers', '2', '--steps', '2,1,2'])\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads((tmp_path / "recipe.json").read_text())["command"].startswith("python -m ragar.generation.recipe")
+    prov = json.loads((tmp_path / "recipe.json").read_text())["provenance"]
+    assert prov["command"].startswith("python -m ragar.generation.recipe") and prov["date"]
