@@ -31,7 +31,7 @@ class GeneratorPairs:
     reference_items: list[str]
     style_pair: torch.Tensor | None = None  # (P,) bool: the preference is same-style items, not history
     reference_images: torch.Tensor | None = None  # (P, 3, S, S) in [-1, 1]: the reference, aligned with the target
-    # what each pair shows, for rendering elsewhere (make_pairs(render=False); ragar.generation.portable):
+    # what each pair shows, for rendering elsewhere (make_pairs(render_images=False); ragar.generation.portable):
     # (identity, target style, reference style, view) per pair
     scenes: list[tuple[Identity, Style, Style, View]] | None = None
 

@@ -4,12 +4,13 @@ latents, and save the pipeline in float16.
 
 A GPU machine here is lent for minutes, with torch but not the project's data stack, so this runs
 from ``ragar train export-pairs``'s files (:mod:`ragar.generation.portable`) with torch, diffusers,
-pydantic and numpy alone. Step counts come from the budget: each stage first times a few steps,
-then trains as many as its share of the budget allows (recorded in ``recipe.json``). The same
-stages with fixed steps are the CPU recipe (``scripts/train_demo_generator.sh``)::
+pydantic and numpy alone. Step counts are fixed (``--steps``) or come from the budget: each stage
+first times two short probes, then trains as many steps as its share of the budget allows
+(recorded in ``recipe.json``). The stages are the CPU recipe's (``scripts/train_demo_generator.sh``)
+without its epsilon-prediction detour: the UNet predicts v from its first step::
 
-    ragar train export-pairs --data runs/demo/world --out .gpu/pairs --config render-128   # here
-    python -m ragar.generation.recipe --pairs .gpu/pairs --out runs/gen128 --budget-s 330   # there
+    ragar train export-pairs --data runs/demo/world --out .device/pairs --config render-128   # here
+    python -m ragar.generation.recipe --pairs .device/pairs --out runs/gen128 --budget-s 330   # there
 """
 
 from __future__ import annotations
