@@ -40,7 +40,7 @@ def _rate(train, probe_steps: int) -> float:
     """Steady steps per second of ``train(steps, out)``: the marginal rate between a run of
     ``probe_steps`` and one of three times as many, each timed by the training loop's own clock.
     A single short run is mostly warm-up on a GPU: on an H200 a 30-step probe gave 3.9 steps/s for
-    an autoencoder that then ran at 31 (issue #19's first lease), and the budget went unspent."""
+    an autoencoder that then ran at 31 (issue #19's first GPU call), and the budget went unspent."""
     with tempfile.TemporaryDirectory() as d:
         a = train(probe_steps, Path(d) / "a")
         b = train(3 * probe_steps, Path(d) / "b")
