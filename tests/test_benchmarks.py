@@ -24,8 +24,9 @@ def test_generation_suite_measures_against_its_baselines():
     from benchmarks import bench_generation
 
     rows = bench_generation.run(quick=True)
-    assert [r.baseline for r in rows][1:] == ["batch 1", "4 sequential calls", "generation s of the same request"]
+    assert [r.baseline for r in rows][2:] == ["batch 1", "4 sequential calls", "generation s of the same request"]
     assert rows[0].baseline.startswith("previous generator (32 px pixel space")
+    assert "128-px recipe" in rows[1].metric and rows[1].baseline.startswith("shipped generator")
     assert all(r.value > 0 and r.baseline_value > 0 for r in rows)
 
 
