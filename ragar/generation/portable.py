@@ -131,11 +131,14 @@ def render_all(scenes: list, image_size: int, workers: int | None = None, chunk:
 
 
 def load_pairs(path: str | Path, image_size: int, workers: int | None = None,
-               rendered: tuple[torch.Tensor, torch.Tensor] | None = None) -> GeneratorPairs:
+               rendered: tuple[torch.Tensor, torch.Tensor] | None = None, read: tuple | None = None
+               ) -> GeneratorPairs:
     """Render the exported pairs at ``image_size`` (any size the world renders at; or take the
     uint8 renders ``rendered`` of :func:`render_all`) and rebuild the training pairs, normalised to
-    [-1, 1] exactly as :func:`~ragar.generation.pairs.make_pairs` returns them."""
-    doc, t, scenes = read_scenes(path)
+    [-1, 1] exactly as :func:`~ragar.generation.pairs.make_pairs` returns them. ``read``: what
+    :func:`read_scenes` already returned for ``path``, so a caller that rendered the scenes itself
+    does not read and rebuild them twice."""
+    doc, t, scenes = read if read is not None else read_scenes(path)
     targets, refs = rendered if rendered is not None else render_all(scenes, image_size, workers)
     catalog = t["catalog"].float()
     pref = (t["mix_coef"][..., None] * catalog[t["mix_rows"].long()]).sum(1)

@@ -91,12 +91,13 @@ def run(pairs_dir: Path, out: Path, budget_s: float, device: str, workers: int |
     from ragar.generation.pipeline import RagarPipeline
 
     budget = _Budget(budget_s, probe_steps, min_steps, fixed_steps)
-    doc, _, scenes = read_scenes(pairs_dir)
+    read = read_scenes(pairs_dir)
+    doc, _, scenes = read
     ae_cfg = AutoencoderConfig(**doc["autoencoder"])
     gen_cfg = GeneratorConfig(**doc["generator"])
     size = gen_cfg.image_size
     targets, refs = render_all(scenes, size, workers)
-    pairs = load_pairs(pairs_dir, size, rendered=(targets, refs))
+    pairs = load_pairs(pairs_dir, size, rendered=(targets, refs), read=read)
     # the autoencoder learns every render the pairs hold (targets and references), shuffled
     images = torch.cat([targets, refs])[torch.randperm(2 * len(targets), generator=torch.Generator().manual_seed(0))]
     del targets, refs
