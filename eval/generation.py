@@ -14,7 +14,8 @@ reference's own style utility); the user's ideal style (the ceiling of preferenc
 **the perfect answer**, what a flawless generator would return: the world renders the
 reference's identity, in the reference's view, in the user's ideal style, and it is measured
 like any method (its NearID cosine and parts kept are the ceiling of identity kept while the style
-changes).
+changes). For a latent generator, the perfect answer encoded and decoded by its autoencoder is the
+ceiling of that generator: every image it returns passes the same decoder.
 Requests are sampled so that personalization has something to do: the user has positive history
 in the reference's category, and the reference's style is not already the user's ideal one.
 """
@@ -134,6 +135,9 @@ def _reference_rows(world: World, reader: AttributeReader, requests: pl.DataFram
 
 IDEAL_ITEM_ROW = "oracle: the user's ideal item as preference"
 PERFECT_ROW = "perfect answer (world render)"
+#: the perfect answer encoded and decoded by the first method's autoencoder: everything a latent
+#: generator returns passes its decoder, so this row is what that generator can reach at best
+PERFECT_AE_ROW = "perfect answer through the generator's autoencoder"
 
 
 def perfect_answers(world: World, requests: pl.DataFrame) -> np.ndarray:
@@ -205,6 +209,10 @@ def evaluate_generation(world: World, reader: AttributeReader, methods: list[Met
         fit, ident, _, _ = p.score(users, img, 1, refs, [None] * len(refs))
         per[PERFECT_ROW] = world_metrics(world, reader, requests, img, ident[:, 0], fit[:, 0])
         images[PERFECT_ROW] = img
+        if getattr(p.pipeline, "vae", None) is not None:  # the ceiling of this latent generator
+            rec = p.pipeline.autoencode(list(img))
+            fit, ident, _, _ = p.score(users, rec, 1, refs, [None] * len(refs))
+            per[PERFECT_AE_ROW] = world_metrics(world, reader, requests, rec, ident[:, 0], fit[:, 0])
     per.update(_reference_rows(world, reader, requests))
     rows = []
     for name, vals in per.items():

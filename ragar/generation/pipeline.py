@@ -122,6 +122,20 @@ class RagarPipeline(DiffusionPipeline):
             raise ValueError(f"{len(x)} reference images for {batch} requests")
         return x.clamp(-1, 1)
 
+    @torch.no_grad()
+    def autoencode(self, image: ImageInput | list[ImageInput]) -> np.ndarray:
+        """``image`` (whatever :meth:`prepare_image` takes) encoded and decoded by the ``vae`` at
+        :attr:`image_size`, as (B, S, S, 3) uint8: the best a latent generator can return of it, since
+        everything it draws passes through this decoder."""
+        if self.vae is None:
+            raise ValueError("this generator works in pixel space: it has no autoencoder")
+        from ragar.generation.autoencoder import decode, encode
+
+        batch = len(image) if isinstance(image, list) else 1
+        x = self.prepare_image(image, batch).to(self.vae.device, self.vae.dtype)
+        out = torch.cat([decode(self.vae, encode(self.vae, x[i:i + 64])) for i in range(0, batch, 64)])
+        return ((out.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
     def save_pretrained(self, path: str | Path, half: bool = False, **kwargs) -> Path:
         """diffusers' own layout: ``model_index.json`` and ``unet/``, ``adapter/``, ``scheduler/``
         (float16 weights with ``half``: half the bytes to ship; they load back in the dtype asked

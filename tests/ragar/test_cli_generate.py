@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from eval.generation import IDEAL_ITEM_ROW, PERFECT_ROW
+from eval.generation import IDEAL_ITEM_ROW, PERFECT_AE_ROW, PERFECT_ROW
 from ragar.cli import app
 
 runner = CliRunner()
@@ -64,11 +64,16 @@ def test_generate_without_generator_weights(tiny_models, tmp_path):
     assert r.exit_code == 2 and "not a RAGAR generator" in r.output
 
 
-def test_eval_generation_table(gen_args, tiny_models, tmp_path):
-    reader = tmp_path / "reader"
-    r = runner.invoke(app, ["train", "attribute-reader", "--data", str(tiny_models["data"]), "--out", str(reader),
+@pytest.fixture(scope="module")
+def reader(tiny_models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reader")
+    r = runner.invoke(app, ["train", "attribute-reader", "--data", str(tiny_models["data"]), "--out", str(out),
                             "--image-size", "16", "--epochs", "1"])
     assert r.exit_code == 0, r.output
+    return out
+
+
+def test_eval_generation_table(gen_args, tiny_models, reader, tmp_path):
     acc = json.loads((reader / "accuracy.json").read_text())["held_out_accuracy"]
     assert set(acc) >= {"category", "palette", "pattern", "finish", "parts"}
     # a second generator stands in for the rank-task one: the row appears
@@ -92,6 +97,31 @@ def test_eval_generation_table(gen_args, tiny_models, tmp_path):
                for row in res["rows"])
     assert res["requests"] == 6 and (tmp_path / "rep" / "generation.html").exists()
     assert {d["versus"] for d in res["differences"]} == {"uniform", "reference-only"}
+
+
+def test_a_latent_generator_is_measured_against_its_autoencoders_ceiling(tiny_models, reader, tmp_path):
+    """The perfect answer, encoded and decoded by the generator's own autoencoder, is a row of its own."""
+    from ragar.generation.autoencoder import AutoencoderConfig, train_autoencoder, world_renders
+    from tests.conftest import TINY_GENERATOR
+
+    data = tiny_models["data"]
+    train_autoencoder(world_renders(data, 16), tmp_path / "ae", AutoencoderConfig(image_size=16, channels=8, steps=3,
+                                                                                   batch_size=8), progress=False)
+    ae = f"generator.autoencoder={tmp_path / 'ae'}"
+    r = runner.invoke(app, ["train", "generator", "--data", str(data), "--out", str(tmp_path / "gen"), "--config",
+                            "tiny", "--steps", "2", *TINY_GENERATOR, "--set", ae])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["eval", "generation", "--data", str(data), "--generator", str(tmp_path / "gen"),
+                            "--rankers", str(tiny_models["rankers"]), "--config", "tiny", "--reader", str(reader),
+                            "--requests", "4", "--best-of", "0", "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "rep" / "generation.json").read_text())
+    rows = {row["method"]: row for row in res["rows"]}
+    assert list(rows).index(PERFECT_AE_ROW) == list(rows).index(PERFECT_ROW) + 1
+    perfect, through = rows[PERFECT_ROW], rows[PERFECT_AE_ROW]
+    assert through["ranker_fit"] is not None and -1 <= through["identity_cos"]["mean"] <= 1
+    # three steps of training: the decoder loses the image, so the ceiling sits well below the render
+    assert through["identity_cos"]["mean"] < perfect["identity_cos"]["mean"] - 0.05
 
 
 def test_eval_generation_needs_a_world(gen_args, tmp_path):

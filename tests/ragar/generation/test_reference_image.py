@@ -124,3 +124,20 @@ def test_16_bit_is_scaled_not_clipped():
 def test_bad_references_are_clear_errors(bad, match):
     with pytest.raises(ImageInputError, match=match):
         _pipe().prepare_image(bad, 1)
+
+
+def test_autoencode_returns_what_the_decoder_makes_of_any_image():
+    from ragar.generation.autoencoder import decode, encode
+
+    pipe = _pipe(latent=True)
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (S, S, 3), dtype=np.uint8), rng.integers(0, 256, (2 * S, 2 * S), dtype=np.uint8)]
+    out = pipe.autoencode(imgs)
+    assert out.shape == (2, S, S, 3) and out.dtype == np.uint8
+    with torch.no_grad():  # the same as the decoder's own round trip of the prepared (resized, RGB) images
+        x = decode(pipe.vae, encode(pipe.vae, pipe.prepare_image(imgs, 2)))
+    want = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(out, want)
+    assert not np.array_equal(out[0], imgs[0])  # an untrained autoencoder loses the image
+    with pytest.raises(ValueError, match="pixel space"):
+        _pipe(latent=False).autoencode(imgs)
