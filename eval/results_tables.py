@@ -20,10 +20,11 @@ import json
 import re
 from pathlib import Path
 
+from eval.results_design import DESIGN_TABLES
 from eval.results_gpu import GPU_TABLES
 from eval.results_renderers import TABLES as _TABLES
 
-TABLES = {**_TABLES, **GPU_TABLES}
+TABLES = {**_TABLES, **GPU_TABLES, **DESIGN_TABLES}
 
 BLOCK = re.compile(r"<!-- results: (?P<json>\S+) (?P<table>\w+) -->\n(?P<body>.*?)<!-- /results -->", re.S)
 

@@ -75,6 +75,26 @@ COMMANDS = {
          "--users", "300", "--days", "12", "--visit-p", "0.5", "--requests-per-visit", "2", "--until-decision",
          "--budget-minutes", "10", "--out", "runs/results/ab-sim"],
         "runs/results/ab-sim/report.json"),
+    # the measurements that chose a design (eval/results_design.py): the world's sizes, the UNet
+    # variants' training speed, what the NearID head reads and is trained on, the LoRA settings
+    "docs/results/world_sizes.json": (
+        ["python", "scripts/world_sizes.py", "--out", "runs/results/world-sizes"],
+        "runs/results/world-sizes/world_sizes.json"),
+    "docs/results/unet_speed.json": (
+        ["python", "-m", "benchmarks.generator_training_speed", "--steps", "4", "--out", "runs/results/unet-speed"],
+        "runs/results/unet-speed/unet_speed.json"),
+    "docs/results/nearid_ablation.json": (
+        ["python", "scripts/nearid_ablation.py", "--data", "runs/demo/world", "--extra-data", "runs/nearid-extra/w101",
+         "--out", "runs/results/nearid-ablation"],
+        "runs/results/nearid-ablation/nearid_ablation.json"),
+    "docs/results/lora_sweep.json": (
+        ["python", "scripts/lora_sweep.py", "--out", "runs/results/lora-sweep"],
+        "runs/results/lora-sweep/lora_sweep.json"),
+    # peak memory of the steps that read the large world (docs/SCALING.md; about 25 minutes)
+    "docs/results/large_world_memory.json": (
+        ["python", "scripts/large_world_memory.py", "--demo", "runs/demo/world", "--out",
+         "runs/results/large-world-memory"],
+        "runs/results/large-world-memory/large_world_memory.json"),
 }
 _FINE_TUNE = ["ragar", "train", "generator", "--data", "runs/demo/world", "--config", "demo", "--init",
               "ragar/weights/demo-generator", "--steps", "150", "--max-pairs", "4000",
@@ -88,6 +108,11 @@ PREREQUISITES = {
                                                "--size", "demo", "--set", "world.seed=1"]),
         ("runs/world-seed1/rankers/rankers.json", ["ragar", "train", "ranker", "--data", "runs/world-seed1/world",
                                                    "--out", "runs/world-seed1/rankers", "--config", "demo"])],
+    # the second world the shipped NearID head also trains on (docs/EVALUATION.md)
+    "docs/results/nearid_ablation.json": [
+        ("runs/nearid-extra/w101/world.json", ["ragar", "world", "build", "--out", "runs/nearid-extra/w101",
+                                               "--set", "world.seed=101", "--set", "world.identities_per_category=256",
+                                               "--set", "world.n_users=50"])],
     "docs/results/rank_task.json": [
         ("runs/gen-rank/training.json", [*_FINE_TUNE, *_RANK, "--out", "runs/gen-rank"]),
         ("runs/gen-plain/training.json", [*_FINE_TUNE, "--out", "runs/gen-plain"])],

@@ -45,7 +45,7 @@ def test_each_cited_json_says_how_it_was_made():
             assert "benchmarks.run --only" in p["command"] and p["date"] and d["machine"]["cores"], path
             assert p["commit"] or "before a run recorded its commit" in p["source"], path
         else:
-            assert p["command"].startswith(("ragar ", "python scripts/")), path
+            assert p["command"].startswith(("ragar ", "python scripts/", "python -m benchmarks.")), path
             assert p["commit"] and p["date"] and "config" in p, path
 
 
