@@ -54,6 +54,11 @@ class RagarPipelineOutput(BaseOutput):
 ImageInput = Image.Image | np.ndarray | torch.Tensor | str | Path | bytes
 
 
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, S, S) float in [-1, 1] to (B, S, S, 3) uint8."""
+    return ((images + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
 class RagarPipeline(DiffusionPipeline):
     _optional_components: ClassVar[list[str]] = ["vae"]
 
@@ -131,10 +136,11 @@ class RagarPipeline(DiffusionPipeline):
             raise ValueError("this generator works in pixel space: it has no autoencoder")
         from ragar.generation.autoencoder import decode, encode
 
-        batch = len(image) if isinstance(image, list) else 1
+        batched = isinstance(image, list) or (torch.is_tensor(image) and image.is_floating_point() and image.ndim == 4)
+        batch = len(image) if batched else 1
         x = self.prepare_image(image, batch).to(self.vae.device, self.vae.dtype)
         out = torch.cat([decode(self.vae, encode(self.vae, x[i:i + 64])) for i in range(0, batch, 64)])
-        return ((out.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return _to_uint8(out.float().clamp(-1, 1))
 
     def save_pretrained(self, path: str | Path, half: bool = False, **kwargs) -> Path:
         """diffusers' own layout: ``model_index.json`` and ``unet/``, ``adapter/``, ``scheduler/``
@@ -241,7 +247,7 @@ class RagarPipeline(DiffusionPipeline):
             latents = torch.cat([decode(self.vae, latents[i:i + 64]) for i in range(0, b, 64)])
         images = latents.float().clamp(-1, 1)  # to 8 bits from float32: bfloat16 alone would band
         if output_type == "np":
-            images = ((images + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            images = _to_uint8(images)
         timings = {"seconds": time.perf_counter() - t0, "steps": num_inference_steps, "images": b}
         if not return_dict:
             return images, timings

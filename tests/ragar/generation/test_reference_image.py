@@ -138,6 +138,8 @@ def test_autoencode_returns_what_the_decoder_makes_of_any_image():
         x = decode(pipe.vae, encode(pipe.vae, pipe.prepare_image(imgs, 2)))
     want = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(out, want)
+    tensor = torch.from_numpy(np.stack([imgs[0]] * 3)).permute(0, 3, 1, 2).float() / 127.5 - 1  # a batch tensor
+    np.testing.assert_array_equal(pipe.autoencode(tensor), np.stack([out[0]] * 3))
     assert not np.array_equal(out[0], imgs[0])  # an untrained autoencoder loses the image
     with pytest.raises(ValueError, match="pixel space"):
         _pipe(latent=False).autoencode(imgs)
