@@ -88,10 +88,11 @@ def generated_views(personalizer, reals: Sequence[np.ndarray], cfg: SyntheticDat
         raise ValueError("the catalog has no other items to borrow styles and look-alikes from")
     rng = np.random.default_rng(cfg.seed)
     vec = personalizer.vectors
-    pos_ref = np.stack([ref[j % k] for j in range(cfg.generated_positives)])
+    ref = np.asarray(ref)
+    pos_ref = ref[np.arange(cfg.generated_positives) % k]  # (0, D) when none are asked for
     pos_pref = vec[rng.choice(others, cfg.generated_positives)]
-    neg_ref = vec[[others[j % len(others)] for j in range(cfg.generated_negatives)]]
-    neg_pref = np.stack([ref[j % k] for j in range(cfg.generated_negatives)])
+    neg_ref = vec[np.asarray([others[j % len(others)] for j in range(cfg.generated_negatives)], dtype=int)]
+    neg_pref = ref[np.arange(cfg.generated_negatives) % k]
     pos_img, neg_img = None, None
     if getattr(personalizer.pipeline, "conditions_on_image", False):  # the generator renders a reference image
         pos_img = [reals[j % k] for j in range(cfg.generated_positives)]

@@ -107,3 +107,19 @@ def test_eval_personalized_encoder_compares_three_encoders(tiny_models, tmp_path
     r = runner.invoke(app, ["eval", "personalized-encoder", "--data", str(world), "--generator", str(gen),
                             "--identities", "50", "--out", str(out), *SMALL])
     assert r.exit_code == 2 and "holds out" in r.output
+
+
+def test_the_personalized_recipe_runs_without_generated_views(tiny_models, tmp_path):
+    """Pastes only, no generated positives or negatives: a setting of the LoRA sweep; it once crashed
+    stacking zero generated references."""
+    world, gen = tiny_models["data"], tiny_models["generator"]
+    out = tmp_path / "no-generated"
+    args = ["personalize-encoder", "--data", str(world), "--generator", str(gen), "--out", str(out), *SMALL,
+            "--set", "personalize_encoder.data.generated_positives=0",
+            "--set", "personalize_encoder.data.generated_negatives=0"]
+    for p in _views_of_one_item(world):
+        args += ["--images", p]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    kinds = json.loads((out / "summary.json").read_text())["training_images"]
+    assert kinds["generated positives"] == 0 and kinds["generated negatives"] == 0 and kinds["pasted"] == 4
