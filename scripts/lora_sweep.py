@@ -45,15 +45,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", type=Path, default=Path("runs/demo/world"))
     ap.add_argument("--identities", type=int, default=8)
     ap.add_argument("--out", type=Path, default=Path("runs/results/lora-sweep"))
+    ap.add_argument("--resume", action="store_true", help="read a setting's run from OUT when it finished there "
+                                                          "(same command) instead of running it again")
     a = ap.parse_args(argv)
     bin_dir = Path(sys.executable).parent
     rows, config = [], {}
     for name, (setting, sets) in RUNS.items():
         cmd = ["ragar", "eval", "personalized-encoder", "--data", str(a.data), "--identities", str(a.identities),
                "--config", "demo", *[x for s in sets for x in ("--set", s)], "--out", str(a.out / name)]
-        print("$", " ".join(cmd), flush=True)
-        subprocess.run([str(bin_dir / cmd[0]), *cmd[1:]], cwd=ROOT, check=True)
-        rep = json.loads((a.out / name / "personalized_encoder.json").read_text())
+        done = a.out / name / "personalized_encoder.json"
+        if not (a.resume and done.exists() and json.loads(done.read_text())["provenance"]["command"] == " ".join(cmd)):
+            print("$", " ".join(cmd), flush=True)
+            subprocess.run([str(bin_dir / cmd[0]), *cmd[1:]], cwd=ROOT, check=True)
+        rep = json.loads(done.read_text())
         config[name] = rep["settings"]
         generated = rep["settings"]["data"]["generated_positives"] > 0
         if name == "heavy":  # the base encoder and the LoRA on the real images alone, at this setting
