@@ -106,9 +106,7 @@ def large_world_memory_table(ds: dict) -> str:
                f"{_duration(users / e2e['baseline_value'])} | {rss['baseline_value']:.2f} GiB | {budget} GiB |")
     out.append(f"| the same, 2 processes under `accelerate launch` | {_duration(users / e2e['value'])} | "
                f"{rss['value']:.2f} GiB each | {budget} GiB a process |")
-    p = scale["provenance"]
-    return ("\n".join(out) + f"\n\n{_source(mem)}; *`{p['command']}` (commit {p['commit'][:7]}, "
-            f"{p['date'][:10]})*\n")
+    return "\n".join(out) + f"\n\n{_source(mem)}; {_source(scale)}\n"
 
 
 DESIGN_TABLES: dict[str, Callable[[dict], str]] = {
