@@ -16,12 +16,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import polars as pl
 
-from benchmarks.harness import Row
+from benchmarks.harness import Row, run_measured
 from serving.server import free_port
 
 BIN = Path(sys.executable).parent
@@ -39,29 +38,19 @@ def _world(quick: bool, tmp: Path) -> tuple[Path, str]:
     return root, "large"
 
 
-#: runs argv[2:], then writes the largest ru_maxrss (KiB) of its descendants to argv[1]
-_PEAK = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
-         "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(rc)")
-
-
 def _run(cmd: list[str], out: Path) -> dict:
     """Wall time of the command, its generation window, and the peak RSS of its largest process."""
-    rss = out.parent / f"{out.name}.maxrss"
-    t = time.perf_counter()
-    # a fresh parent per command, so RUSAGE_CHILDREN holds this command's processes alone
-    r = subprocess.run([sys.executable, "-c", _PEAK, str(rss), *cmd], capture_output=True, text=True,
-                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    wall = time.perf_counter() - t
+    run = run_measured(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     log = Path(__file__).parent / "results" / f"scaleout-{out.name}.log"
     log.parent.mkdir(exist_ok=True)
-    log.write_text(r.stdout + "\n--- stderr ---\n" + r.stderr)
-    if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:6])}... failed (exit {r.returncode}); full output in {log}")
+    log.write_text(run.stdout + "\n--- stderr ---\n" + run.stderr)
+    if run.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])}... failed (exit {run.returncode}); full output in {log}")
     timing = [json.loads(p.read_text()) for p in (out / "timing").glob("process-*.json")]
     window = max(x["end"] for x in timing) - min(x["start"] for x in timing)
     rows = pl.read_parquet(out / "merged.parquet").height
-    return {"wall_s": wall, "window_s": window, "rows": rows, "users_per_s": rows / window,
-            "users_per_s_end_to_end": rows / wall, "peak_rss_gib": int(rss.read_text()) / 2**20,
+    return {"wall_s": run.seconds, "window_s": window, "rows": rows, "users_per_s": rows / window,
+            "users_per_s_end_to_end": rows / run.seconds, "peak_rss_gib": run.peak_rss_gib,
             "threads": [x["torch_threads"] for x in timing]}
 
 

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.harness import run_measured  # noqa: E402
 from ragar.config import load_config  # noqa: E402
 from ragar.provenance import record_start, run_record  # noqa: E402
 
@@ -37,14 +36,10 @@ from ragar.provenance import record_start, run_record  # noqa: E402
 def measured(cmd: list[str]) -> dict:
     """Run ``cmd``; its wall time, the largest process's peak RSS and its standard output."""
     print("$", " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    stdout = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{stdout[-2000:]}")
-    return {"seconds": round(time.perf_counter() - t0, 1), "peak_rss_gib": round(usage.ru_maxrss / 2**20, 3),
-            "stdout": stdout}
+    run = run_measured(cmd, cwd=ROOT)
+    if run.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
+    return {"seconds": round(run.seconds, 1), "peak_rss_gib": round(run.peak_rss_gib, 3), "stdout": run.stdout}
 
 
 def main(argv: list[str] | None = None) -> None:

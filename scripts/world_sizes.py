@@ -15,14 +15,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.harness import run_measured  # noqa: E402
 from ragar.config import load_config  # noqa: E402
 from ragar.provenance import record_start, run_record  # noqa: E402
 
@@ -33,18 +32,11 @@ def measure(size: str, scratch: Path, ragar: str) -> dict:
     """Build one world in a child process; its counts, wall time and peak RSS (largest process)."""
     out = scratch / size
     shutil.rmtree(out, ignore_errors=True)
-    t0 = time.perf_counter()
-    child = subprocess.Popen([ragar, "world", "build", "--size", size, "--out", str(out)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - t0
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise SystemExit(f"ragar world build --size {size} failed ({child.returncode}): "
-                         f"{child.stderr.read().decode()[-2000:]}")
+    run = run_measured([ragar, "world", "build", "--size", size, "--out", str(out)])
+    if run.returncode != 0:
+        raise SystemExit(f"ragar world build --size {size} failed ({run.returncode}): {run.stderr[-2000:]}")
     counts = json.loads((out / "world.json").read_text())["counts"]
-    return {"size": size, **counts, "seconds": round(seconds, 2),
-            "peak_rss_gib": round(usage.ru_maxrss / 2**20, 3)}  # ru_maxrss is in KiB on Linux
+    return {"size": size, **counts, "seconds": round(run.seconds, 2), "peak_rss_gib": round(run.peak_rss_gib, 3)}
 
 
 def main(argv: list[str] | None = None) -> None:

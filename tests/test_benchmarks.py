@@ -1,4 +1,6 @@
-from benchmarks.harness import Row, timeit
+import sys
+
+from benchmarks.harness import Row, run_measured, timeit
 
 
 def test_ratio_direction():
@@ -18,6 +20,17 @@ def test_timeit_returns_the_best_run():
     calls = []
     assert timeit(lambda: calls.append(1), repeat=3, warmup=2) >= 0
     assert len(calls) == 5
+
+
+def test_run_measured_reads_the_largest_descendant_peak_and_the_output():
+    # the child starts a grandchild that holds 300 MiB; the child itself stays small
+    grandchild = "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); print('done')"
+    child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}]); sys.exit(3)"
+    run = run_measured([sys.executable, "-c", child])
+    assert run.returncode == 3 and run.stdout == "done\n" and run.seconds > 0
+    assert 0.29 < run.peak_rss_gib < 0.5
+    small = run_measured([sys.executable, "-c", "import sys; sys.stderr.write('e')"])
+    assert small.returncode == 0 and small.stderr == "e" and small.peak_rss_gib < 0.1
 
 
 def test_generation_suite_measures_against_its_baselines():
