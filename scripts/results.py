@@ -90,8 +90,7 @@ COMMANDS = {
     "docs/results/lora_sweep.json": (
         ["python", "scripts/lora_sweep.py", "--out", "runs/results/lora-sweep"],
         "runs/results/lora-sweep/lora_sweep.json"),
-    # peak memory of the steps that read the large world (docs/SCALING.md; about 30 minutes). Not run
-    # yet: SCALING still shows its record block, which cites no JSON, so a full `make results` skips it
+    # peak memory of the steps that read the large world (docs/SCALING.md; 35 minutes on 2 cores)
     "docs/results/large_world_memory.json": (
         ["python", "scripts/large_world_memory.py", "--demo", "runs/demo/world", "--out",
          "runs/results/large-world-memory"],

@@ -58,25 +58,18 @@ def test_a_hand_edited_number_is_caught(tmp_path):
     assert blocks(edited)[0]["body"] != render_block(ROOT, m["json"], m["table"])
 
 
-RECORD = re.compile(r"<!-- record: (?P<why>[^>]+) -->\n.*?<!-- /record -->", re.S)
 MEASURED = re.compile(r"\d\.\d")
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
-def test_every_measured_table_comes_from_a_json_or_says_it_is_a_record(doc):
-    """A table of measured numbers (decimals) is a results block, or a record block that says what it
-    was measured on and why no command remakes it (a one-off ablation, an earlier generator): a
-    number typed by hand cannot enter the docs without saying so."""
-    text = RECORD.sub("", BLOCK.sub("", doc.read_text()))
+def test_every_measured_table_comes_from_a_json(doc):
+    """A table of measured numbers (decimals) is a results block, rendered from the JSON its command
+    wrote: a number typed by hand cannot enter the docs. The last hand-kept tables (record blocks)
+    were replaced by commands in `make results`."""
+    text = BLOCK.sub("", doc.read_text())
     tables = re.findall(r"(?:^\|.*\|\n)+", text, re.M)
     typed = [t.splitlines()[0] for t in tables if MEASURED.search("\n".join(t.splitlines()[2:]))]
-    assert not typed, f"{doc.name}: tables of measured numbers outside a results or record block: {typed}"
-
-
-def test_a_record_says_why():
-    for doc in DOCS:
-        for m in RECORD.finditer(doc.read_text()):
-            assert len(m["why"].split()) >= 5, f"{doc.name}: a record block must say what and why: {m['why']!r}"
+    assert not typed, f"{doc.name}: tables of measured numbers outside a results block: {typed}"
 
 
 def test_make_results_knows_how_to_remake_every_cited_json():
