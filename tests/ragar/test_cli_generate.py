@@ -183,8 +183,13 @@ def test_eval_fpr_from_csv_folders(tiny_world, tmp_path):
     v = pl.read_parquet(tiny_world / "views.parquet")
     gal = v.select(pl.col("image").map_elements(lambda p: str(tiny_world / p), return_dtype=pl.Utf8),
                    pl.col("identity_id").alias("identity"), "category")
-    gal.write_csv(tmp_path / "gallery.csv")
     q = gal.filter(~pl.col("identity").str.contains("~")).head(10)
+    # the queries' identities whole (their other views, their near-identity distractors) and 40 renders
+    # of others: every query has its positives and look-alikes, in a gallery small enough to embed fast
+    base = pl.col("identity").str.split("~").list.first()
+    gal = pl.concat([gal.filter(base.is_in(q["identity"].implode())), gal.filter(~base.is_in(q["identity"].implode()))
+                     .head(40)])
+    gal.write_csv(tmp_path / "gallery.csv")
     q.write_csv(tmp_path / "queries.csv")
     r = runner.invoke(app, ["eval", "fpr", "--gallery", str(tmp_path / "gallery.csv"), "--queries",
                             str(tmp_path / "queries.csv"), "--encoder", "efficientnet-lite0", "--k", "20",
