@@ -1,7 +1,8 @@
 """Peak memory of the steps that read the large world, against its budget (docs/SCALING.md).
 
 Each step runs as a child process; its wall time and the peak resident memory of its largest
-process (``wait4``'s ``ru_maxrss``: the child or any of its workers) are measured from outside:
+process (``ru_maxrss`` of the child or any of its workers, read by
+``benchmarks.harness.run_measured``) are measured from outside:
 
 1. ``ragar world build --size large`` (100,000 items, 500,000 renders, 5.7M interactions);
 2. ranker features for the test window's impressions (``benchmarks/large_world_features.py``, with
