@@ -3,7 +3,8 @@
 Each size is built by ``ragar world build`` in a child process; its wall time and the peak resident
 memory of the largest process (the builder or one of its render workers: ``ru_maxrss``, read by
 ``benchmarks.harness.run_measured``) are measured from outside, and the counts are read back from
-the ``world.json`` the build wrote. The worlds are built under ``OUT/scratch`` (kept for a look; the next run replaces them).
+the ``world.json`` the build wrote. The worlds are built under ``OUT/scratch`` (kept for a look;
+the next run replaces them).
 
     python scripts/world_sizes.py --out runs/results/world-sizes            # tiny, demo, large
     python scripts/world_sizes.py --sizes tiny demo --out runs/results/world-sizes
