@@ -28,8 +28,9 @@ def _generator_dir(tmp: Path) -> Path:
     from diffusers import DDPMScheduler
 
     from ragar.generation.adapter import AdapterConfig, PreferenceAdapter
+    from ragar.generation.configs import GeneratorConfig
     from ragar.generation.pipeline import RagarPipeline
-    from ragar.generation.train import GeneratorConfig, build_unet
+    from ragar.generation.train import build_unet
 
     cfg = GeneratorConfig()
     torch.manual_seed(0)
@@ -66,8 +67,9 @@ def _previous_generator(embed_dim: int):
     from diffusers import DDIMScheduler
 
     from ragar.generation.adapter import AdapterConfig, PreferenceAdapter
+    from ragar.generation.configs import GeneratorConfig
     from ragar.generation.pipeline import RagarPipeline
-    from ragar.generation.train import GeneratorConfig, build_unet
+    from ragar.generation.train import build_unet
 
     cfg = GeneratorConfig(image_size=32, reference_image=False)
     torch.manual_seed(0)

@@ -255,7 +255,8 @@ def bench_serving(m: Models, clients: list[int], seconds: float) -> list[dict]:
 
 
 def bench_training(bundle: Path, meta: dict, runtime, steps: int) -> float:
-    from ragar.generation.train import GeneratorConfig, GeneratorPairs, train_generator
+    from ragar.generation.configs import GeneratorConfig
+    from ragar.generation.train import GeneratorPairs, train_generator
 
     t = _inputs(bundle)
     p = len(t["train_targets"])

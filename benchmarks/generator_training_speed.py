@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from ragar.generation.adapter import AdapterConfig, PreferenceAdapter
-from ragar.generation.train import GeneratorConfig, build_unet
+from ragar.generation.configs import GeneratorConfig
+from ragar.generation.train import build_unet
 from ragar.provenance import record_start, run_record
 
 LATENT_CHANNELS, LATENT_SIZE = 4, 32

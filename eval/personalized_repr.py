@@ -29,6 +29,7 @@ import torch
 
 from eval.metrics.intervals import bootstrap_ci, paired_bootstrap_ci
 from eval.metrics.personalized import personalized_pr_auc, personalized_retrieval_ndcg
+from ragar.encoders.configs import SyntheticDataConfig
 from ragar.encoders.lora import (
     LoraTrainingConfig,
     cached_prefix,
@@ -37,7 +38,7 @@ from ragar.encoders.lora import (
     tail_embedding,
 )
 from ragar.encoders.nearid import world_identity_split
-from ragar.encoders.personalized import SyntheticDataConfig, train_personalized_encoder
+from ragar.encoders.personalized import train_personalized_encoder
 
 ENCODERS = ("base", "real-only", "personalized")
 

@@ -8,14 +8,18 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
+
+# headless: the reports are files. pyplot itself is imported where a figure is closed, not here:
+# it costs ~0.5 s of start-up that every ``ragar`` command paid through this module
+matplotlib.use("Agg")
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -60,7 +64,9 @@ class HtmlReport:
         self.parts.append(f"<table>{cap}<tr>{head}</tr>{body}</table>")
         return self
 
-    def figure(self, fig: plt.Figure, caption: str = "") -> HtmlReport:
+    def figure(self, fig: Figure, caption: str = "") -> HtmlReport:
+        import matplotlib.pyplot as plt
+
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)

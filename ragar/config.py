@@ -14,10 +14,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ragar.encoders.personalized import PersonalizeEncoderConfig
-from ragar.generation.autoencoder import AutoencoderConfig
-from ragar.generation.personalize import GenerationConfig
-from ragar.generation.train import GeneratorConfig
+from ragar.encoders.configs import PersonalizeEncoderConfig
+from ragar.generation.configs import AutoencoderConfig, GenerationConfig, GeneratorConfig
 from ragar.runtime import RuntimeConfig
 from recsys.preference import PreferenceConfig
 from recsys.world.config import WorldConfig

@@ -122,3 +122,17 @@ def test_modules_and_functions_stay_small():
                 if n > MAX_FUNCTION_LINES:
                     big.append(f"{f.relative_to(ROOT)}:{node.lineno} {node.name}: {n} lines")
     assert not big, big
+
+
+def test_the_command_line_starts_without_the_heavy_packages():
+    """Reading a config and listing the commands import neither diffusers, LightGBM, sklearn nor
+    pyplot (the commands that need them import them): they were ~3.5 s of every ``ragar`` process's
+    start-up, ``--help`` included, and the distributed tests start about fifteen such processes."""
+    import subprocess
+    import sys
+
+    heavy = ("diffusers", "lightgbm", "sklearn", "matplotlib.pyplot")
+    code = f"import sys, ragar.cli, ragar.config; print([m for m in {heavy!r} if m in sys.modules])"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", f"imported at start-up: {r.stdout.strip()}"

@@ -8,7 +8,6 @@ ahead). ``hit_and_ndcg`` takes an already ranked list, so it has no ties to brea
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 
 def _groups(group: np.ndarray):
@@ -66,6 +65,10 @@ def hit_and_ndcg(ranked, relevant, k: int) -> tuple[float, float]:
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    # imported here: sklearn (with the scipy and pandas it pulls in) costs ~2 s of start-up, which
+    # every ``ragar`` command paid through the CLI's imports whether it computed an AUC or not
+    from sklearn.metrics import roc_auc_score
+
     labels = np.asarray(labels) > 0
     if labels.all() or not labels.any():
         return float("nan")

@@ -16,7 +16,6 @@ from eval.pages import (
     replay_page,
     replay_table,
 )
-from eval.ranker import oracle_spearman
 from eval.report import write_json
 from ragar.cli.apps import eval_app
 from ragar.cli.common import (
@@ -104,8 +103,7 @@ def eval_ranker(
 
 
 def _evaluate_and_report(cfg: RagarConfig, data: Path, loaded, items, rd, out: Path) -> dict:
-    from eval.ranker import evaluate_rankers
-    from eval.report import write_json
+    from eval.ranker import evaluate_rankers, oracle_spearman
 
     res = evaluate_rankers(loaded, rd, items)
     if (data / "world.json").exists():

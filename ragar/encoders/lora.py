@@ -25,34 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ragar.encoders.base import ImageLike, fingerprint
+from ragar.encoders.configs import LoraTrainingConfig
 from ragar.encoders.efficientnet import EfficientNetLiteEncoder
 
 CONFIG_NAME = "personalized.json"
-
-
-class LoraTrainingConfig(BaseModel):
-    """LoRA shape and the infoNCE recipe (``personalize_encoder.lora`` in a config file)."""
-
-    model_config = ConfigDict(extra="forbid")
-    rank: int = Field(8, ge=1)
-    alpha: int = Field(16, ge=1)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    first_block: int = Field(15, ge=0, le=16, description="LoRA on EfficientNet-Lite0 blocks >= this (of 16) "
-                             "and on the head conv")
-    image_size: int = Field(128, ge=64, le=512, description="input side; below 64 px EfficientNet-Lite0 "
-                            "returns all-zero features for some images")
-    steps: int = Field(30, ge=1)
-    anchors_per_step: int = Field(32, ge=1, description="real images (augmented) per step, one positive each")
-    negatives_per_step: int = Field(96, ge=1, description="negatives shared by the step's anchors")
-    hard_negative_share: float = Field(0.5, ge=0, le=1, description="of the negatives, drawn from the hardest "
-                                       "quarter under the base encoder")
-    lr: float = Field(5e-4, gt=0)
-    temperature: float = Field(0.07, gt=0)
-    seed: int = 0
 
 
 @dataclass

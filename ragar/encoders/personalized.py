@@ -22,9 +22,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from ragar.encoders.base import ImageLike
+from ragar.encoders.configs import SyntheticDataConfig
 from ragar.encoders.lora import (
     LoraTrainingConfig,
     PersonalizedInfo,
@@ -38,30 +38,6 @@ from ragar.encoders.lora import (
 from ragar.encoders.synthetic import geometric_augment, paste_on_backgrounds, read_real_images
 
 Variant = Literal["personalized", "real-only"]
-
-
-class SyntheticDataConfig(BaseModel):
-    """How much of each kind of training image to make (``personalize_encoder.data``)."""
-
-    model_config = ConfigDict(extra="forbid")
-    augmentations: int = Field(24, ge=0, description="geometric augmentations of the real images")
-    pastes: int = Field(48, ge=0, description="paste-on-background positives")
-    generated_positives: int = Field(48, ge=0)
-    generated_negatives: int = Field(48, ge=0)
-    neighbours: int = Field(32, ge=1, description="nearest catalog items the generator borrows styles and "
-                            "look-alike objects from")
-    num_inference_steps: int = Field(15, ge=1, le=1000)
-    reference_guidance_scale: float = Field(2.0, ge=0)
-    preference_guidance_scale: float = Field(3.0, ge=0)
-    seed: int = 0
-
-
-class PersonalizeEncoderConfig(BaseModel):
-    """``personalize_encoder:`` in a config file."""
-
-    model_config = ConfigDict(extra="forbid")
-    lora: LoraTrainingConfig = Field(default_factory=LoraTrainingConfig)
-    data: SyntheticDataConfig = Field(default_factory=SyntheticDataConfig)
 
 
 @dataclass

@@ -22,49 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
-class AutoencoderConfig(BaseModel):
-    """Sizes and training of the autoencoder (``autoencoder:`` in a config file)."""
-
-    model_config = ConfigDict(extra="forbid")
-    image_size: int = Field(64, ge=16, le=256)
-    # no residual block at full resolution: 0.35 s a training step at batch 32 on 2 cores against
-    # 0.79 s with one block there (measured; the full-resolution level dominates the cost)
-    channels: int = Field(32, ge=8, description="width of every block (AutoencoderTiny's blocks keep one width)")
-    encoder_blocks: list[int] = Field(default_factory=lambda: [0, 2], min_length=2,
-                                      description="residual blocks per level; each level after the first halves")
-    decoder_blocks: list[int] = Field(default_factory=lambda: [2, 0], min_length=2)
-    latent_channels: int = Field(4, ge=1)
-    batch_size: int = Field(32, ge=1)
-    steps: int = Field(3000, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    seed: int = 0
-    # a diffusion sample's latents are never exact: a decoder that saw only clean latents turns a
-    # 0.1-std latent error into visible grain (measured), so it also learns from noisy ones
-    decoder_noise: float = Field(0.0, ge=0, description="std (in scaled-latent units) of the noise added to the "
-                                 "latents the decoder learns from, drawn uniformly up to this")
-    # L1 + MSE alone let thin low-contrast parts go (dark table legs on a dark floor, a dark bag
-    # handle: measured, the worst identity cos of reconstructions); 1 - SSIM normalises by local
-    # contrast, so a faint leg costs as much as a bright one
-    ssim_weight: float = Field(0.0, ge=0, description="weight of 1 - SSIM (torchmetrics, 7-px window) in the "
-                               "reconstruction loss, beside L1 + MSE")
-    init_from: str | None = Field(None, description="start from this trained autoencoder")
-    freeze_encoder: bool = Field(False, description="train the decoder only: the latents (and any generator "
-                                 "trained on them) stay valid")
-
-    @model_validator(mode="after")
-    def _levels(self) -> AutoencoderConfig:
-        if len(self.encoder_blocks) != len(self.decoder_blocks):
-            raise ValueError("encoder_blocks and decoder_blocks must have one entry per level each")
-        if self.image_size % self.downscale:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of the downscale {self.downscale}")
-        return self
-
-    @property
-    def downscale(self) -> int:
-        return 2 ** (len(self.encoder_blocks) - 1)
+from ragar.generation.configs import AutoencoderConfig
 
 
 def build_autoencoder(cfg: AutoencoderConfig):
@@ -72,7 +31,8 @@ def build_autoencoder(cfg: AutoencoderConfig):
 
     n = len(cfg.encoder_blocks)
     return AutoencoderTiny(in_channels=3, out_channels=3, encoder_block_out_channels=(cfg.channels,) * n,
-                           decoder_block_out_channels=(cfg.channels,) * n, latent_channels=cfg.latent_channels,
+                           decoder_block_out_channels=(cfg.decoder_channels or cfg.channels,) * n,
+                           latent_channels=cfg.latent_channels,
                            num_encoder_blocks=tuple(cfg.encoder_blocks), num_decoder_blocks=tuple(cfg.decoder_blocks))
 
 
@@ -101,6 +61,24 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return peak_signal_noise_ratio((a + 1) / 2, (b + 1) / 2, data_range=1.0, reduction="none", dim=(1, 2, 3))
 
 
+def _init_from(vae, init, cfg: AutoencoderConfig) -> None:
+    """``init``'s weights and latent scale into ``vae``. With a frozen encoder the decoder may differ
+    in shape (a wider one for the same latents): it then starts from scratch; the encoder must match."""
+    same = {k: v.shape for k, v in vae.state_dict().items()} == {k: v.shape for k, v in init.state_dict().items()}
+    if same:
+        vae.load_state_dict(init.state_dict())
+    elif not cfg.freeze_encoder:
+        raise ValueError(f"autoencoder.init_from={cfg.init_from} has another shape than this config; only a new "
+                         "decoder on a kept encoder may differ (set autoencoder.freeze_encoder=true)")
+    else:
+        try:
+            vae.encoder.load_state_dict(init.encoder.state_dict())
+        except RuntimeError:
+            raise ValueError(f"autoencoder.init_from={cfg.init_from}: its encoder differs from this config's "
+                             "(channels, encoder_blocks and latent_channels must match)") from None
+    vae.register_to_config(scaling_factor=init.config.scaling_factor)
+
+
 def train_autoencoder(images: torch.Tensor, out: str | Path, cfg: AutoencoderConfig, held_out: int = 256,
                       progress: bool = True, device: str | torch.device = "cpu", provenance: dict | None = None
                       ) -> dict:
@@ -123,9 +101,7 @@ def train_autoencoder(images: torch.Tensor, out: str | Path, cfg: AutoencoderCon
     torch.manual_seed(cfg.seed)
     vae = build_autoencoder(cfg)
     if cfg.init_from:
-        init = load_autoencoder(cfg.init_from)
-        vae.load_state_dict(init.state_dict())
-        vae.register_to_config(scaling_factor=init.config.scaling_factor)
+        _init_from(vae, load_autoencoder(cfg.init_from), cfg)
     vae = vae.to(device).train()
     if cfg.freeze_encoder:
         if not cfg.init_from:

@@ -12,7 +12,8 @@ import polars as pl
 
 from ragar.encoders.catalog import CatalogEmbeddings, embed_catalog
 from ragar.encoders.registry import build_image_encoder, build_text_encoder
-from ragar.generation.personalize import GenerationConfig, Personalizer
+from ragar.generation.configs import GenerationConfig
+from ragar.generation.personalize import Personalizer
 from ragar.runtime import CPU, Runtime
 from recsys.preference import PreferenceConfig
 from recsys.ranking.features import ItemTable

@@ -22,35 +22,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
 
 import numpy as np
 import polars as pl
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 
 from ragar.encoders.base import ImageEncoder, ImageLike, load_rgb
 from ragar.encoders.catalog import CatalogEmbeddings, combine
+from ragar.generation.configs import GenerationConfig
 from ragar.generation.selection import select
 from recsys.history import HistoryBatch, build_histories, requests_at
 from recsys.preference import PreferenceConfig, weigh_histories
-
-MethodName = Literal["ragar", "uniform", "recency", "reference-only"]
-
-
-class GenerationConfig(BaseModel):
-    """Inference settings of the generator and of best-of-N (``generation:`` in a config file)."""
-
-    model_config = ConfigDict(extra="forbid")
-    method: MethodName = "ragar"
-    n: int = Field(4, ge=1, description="candidates per request")
-    max_n: int = Field(16, ge=1, description="the cap a request's n may not exceed")
-    num_inference_steps: int = Field(25, ge=1, le=1000)
-    reference_guidance_scale: float = Field(2.0, ge=0)
-    preference_guidance_scale: float = Field(3.0, ge=0)
-    tradeoff: float = Field(0.5, ge=0, le=1, description="best-of-N weight on preference fit (1 - on identity)")
-    history_len: int = Field(100, ge=1)
 
 
 @dataclass

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 
-from ragar.generation.autoencoder import AutoencoderConfig, train_autoencoder
+from ragar.generation.autoencoder import train_autoencoder
+from ragar.generation.configs import AutoencoderConfig, GeneratorConfig
 from ragar.generation.portable import load_pairs, read_scenes, render_all
-from ragar.generation.train import GeneratorConfig, train_generator
+from ragar.generation.train import train_generator
 from ragar.provenance import record_start, run_record
 
 #: shares of the training budget: autoencoder, its decoder again, the UNet (rendering comes first)

@@ -22,71 +22,16 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
 
 from ragar.generation.adapter import AdapterConfig, PreferenceAdapter
+from ragar.generation.configs import GeneratorConfig
 from ragar.generation.pairs import GeneratorPairs, make_pairs
 
 __all__ = ["GeneratorConfig", "GeneratorPairs", "build_unet", "make_pairs", "train_generator"]
-
-
-class GeneratorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    image_size: int = Field(32, ge=8, le=256)
-    reference_image: bool = Field(True, description="concatenate the reference image (or its latents) with the "
-                                  "noisy sample, as InstructPix2Pix does")
-    autoencoder: str | None = Field(None, description="a trained autoencoder directory (ragar train autoencoder): "
-                                    "the UNet denoises its latents")
-    block_out_channels: list[int] = Field(default_factory=lambda: [32, 64, 128, 128])
-    # which resolution levels carry (self + cross) attention; attention at full resolution is the
-    # most expensive part of a step on CPU (see benchmarks/generator_training_speed.py)
-    cross_attention_blocks: list[bool] = Field(default_factory=lambda: [False, True, True, False])
-    layers_per_block: int = Field(1, ge=1)
-    cross_attention_dim: int = Field(128, ge=8)
-    adapter_tokens: int = Field(4, ge=1)
-    attention_head_dim: int = Field(8, ge=1)
-    num_train_timesteps: int = Field(1000, ge=10)
-    # what the UNet predicts. With the reference image as input, epsilon leaves x̂0 at high noise
-    # nearly unconstrained (its loss scales x̂0's error by ᾱ/(1-ᾱ) ≈ 0.004 at t = 800): measured on
-    # the first 64-px latent run, x̂0's MSE was 2.8 at t = 800 and the samples' colours were wrong.
-    # v-prediction weighs x̂0 error evenly enough that high-noise steps copy the reference's layout.
-    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(2e-4, gt=0)
-    steps: int = Field(2000, ge=1)
-    drop_reference: float = Field(0.1, ge=0, le=1)
-    drop_preference: float = Field(0.1, ge=0, le=1)
-    ema_decay: float = Field(0.999, ge=0, lt=1)
-    checkpoint_every: int = Field(500, ge=1)
-    sample_every: int = Field(500, ge=1)
-    mixed_precision: str = Field("no", pattern="^(no|fp16|bf16)$")
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    seed: int = 0
-    # the rank task (ragar.generation.rank_task): fine-tuning with the frozen ranker
-    rank_task: bool = False
-    rank_weight: float = Field(0.5, ge=0)
-    rank_batch: int = Field(8, ge=2)
-    rank_max_t: int = Field(400, ge=1, description="rank loss only where t < this (x̂0 is an image)")
-    rank_consistency: float = Field(0.0, ge=0, description="weight of the consistency term: the MSE between "
-                                    "x̂0 and what the starting weights predict from the same input")
-    init_from: str | None = Field(None, description="start from this trained generator's weights (fine-tuning), or "
-                                  "a training checkpoint's EMA weights (a checkpoint-N directory)")
-    # style pairs (make_pairs): teach the adapter to read *how* an item looks from the preference
-    style_pairs: float = Field(0.0, ge=0, le=1, description="share of pairs whose preference is same-style items")
-    style_columns: list[str] = Field(default_factory=lambda: ["palette", "pattern", "finish"], min_length=1,
-                                     description="catalog columns that together name an item's style")
-
-    @model_validator(mode="after")
-    def _blocks_match(self) -> GeneratorConfig:
-        if len(self.cross_attention_blocks) != len(self.block_out_channels):
-            raise ValueError(f"cross_attention_blocks has {len(self.cross_attention_blocks)} entries but "
-                             f"block_out_channels has {len(self.block_out_channels)}")
-        return self
 
 
 def build_unet(cfg: GeneratorConfig, channels: int = 3, sample_size: int | None = None):

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from eval.autoencoder import evaluate_autoencoder, reconstructions
 from ragar.cli import app
 from ragar.encoders.registry import build_image_encoder
-from ragar.generation.autoencoder import AutoencoderConfig, psnr, train_autoencoder, world_renders
+from ragar.generation.autoencoder import psnr, train_autoencoder, world_renders
+from ragar.generation.configs import AutoencoderConfig
 
 
 @pytest.fixture(scope="module")

@@ -101,7 +101,8 @@ def test_eval_generation_table(gen_args, tiny_models, reader, tmp_path):
 
 def test_a_latent_generator_is_measured_against_its_autoencoders_ceiling(tiny_models, reader, tmp_path):
     """The perfect answer, encoded and decoded by the generator's own autoencoder, is a row of its own."""
-    from ragar.generation.autoencoder import AutoencoderConfig, train_autoencoder, world_renders
+    from ragar.generation.autoencoder import train_autoencoder, world_renders
+    from ragar.generation.configs import AutoencoderConfig
     from tests.conftest import TINY_GENERATOR
 
     data = tiny_models["data"]

@@ -76,6 +76,29 @@ def test_decoder_fine_tuning_keeps_the_latents(renders, tmp_path):
     assert "psnr_held_out_latent_noise_0.2" in s
 
 
+
+def test_a_wider_decoder_learns_the_kept_encoders_latents(renders, tmp_path):
+    """decoder_channels: a new, wider decoder on a frozen encoder (the latents a generator was
+    trained on are unchanged); a changed encoder, or a new shape without freeze_encoder, is refused."""
+    base = AutoencoderConfig(image_size=16, channels=8, steps=10, batch_size=16)
+    train_autoencoder(renders, tmp_path / "a", base, progress=False)
+    wide = base.model_copy(update={"init_from": str(tmp_path / "a"), "decoder_channels": 16, "decoder_blocks": [2, 1],
+                                   "steps": 30, "learning_rate": 3e-3})
+    with pytest.raises(ValueError, match="freeze_encoder=true"):
+        train_autoencoder(renders, tmp_path / "x", wide, progress=False)
+    with pytest.raises(ValueError, match="its encoder differs"):
+        train_autoencoder(renders, tmp_path / "x", wide.model_copy(update={"freeze_encoder": True, "channels": 12}),
+                          progress=False)
+    s = train_autoencoder(renders, tmp_path / "b", wide.model_copy(update={"freeze_encoder": True}), progress=False)
+    a, b = load_autoencoder(tmp_path / "a"), load_autoencoder(tmp_path / "b")
+    assert b.config.decoder_block_out_channels == [16, 16] and a.config.decoder_block_out_channels == [8, 8]
+    assert b.config.scaling_factor == a.config.scaling_factor
+    x = renders[:32].float() / 127.5 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(encode(b, x), encode(a, x), rtol=0, atol=0)
+        assert decode(b, encode(b, x)).shape == x.shape
+    assert s["final_loss"] < s["first_loss"]
+
 def test_ssim_term_adds_to_the_loss_and_trains(renders, tmp_path):
     """Same seed, same batches: the 1 - SSIM term is on top of L1 + MSE, and the loss still falls."""
     base = AutoencoderConfig(image_size=16, channels=8, steps=30, batch_size=16, learning_rate=3e-3)

@@ -90,7 +90,8 @@ def test_bad_inputs():
 
 
 def test_half_precision_save_loads_back_as_fp32(tmp_path):
-    from ragar.generation.train import GeneratorConfig, build_unet
+    from ragar.generation.configs import GeneratorConfig
+    from ragar.generation.train import build_unet
 
     cfg = GeneratorConfig(image_size=16, block_out_channels=[16, 32], cross_attention_blocks=[True, False],
                           cross_attention_dim=32, adapter_tokens=2)

@@ -21,7 +21,8 @@ def _pipe(latent: bool = False):
     vae = None
     ch, size = 3, S
     if latent:
-        from ragar.generation.autoencoder import AutoencoderConfig, build_autoencoder, downscale_of
+        from ragar.generation.autoencoder import build_autoencoder, downscale_of
+        from ragar.generation.configs import AutoencoderConfig
 
         vae = build_autoencoder(AutoencoderConfig(image_size=S, channels=8)).eval()
         ch, size = vae.config.latent_channels, S // downscale_of(vae)

@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 import torch
 
-from ragar.generation.train import GeneratorConfig, make_pairs, train_generator
+from ragar.generation.configs import GeneratorConfig
+from ragar.generation.train import make_pairs, train_generator
 
 TINY = dict(image_size=16, block_out_channels=[16, 32], cross_attention_blocks=[True, False], cross_attention_dim=32,
             adapter_tokens=2,
@@ -99,7 +100,8 @@ def test_style_pairs_render_styles_the_identity_lacks(tiny_world):
 
 
 def test_latent_generator_trains_and_loads(pairs, tiny_world, tmp_path):
-    from ragar.generation.autoencoder import AutoencoderConfig, train_autoencoder, world_renders
+    from ragar.generation.autoencoder import train_autoencoder, world_renders
+    from ragar.generation.configs import AutoencoderConfig
     from ragar.generation.pipeline import RagarPipeline
 
     train_autoencoder(world_renders(tiny_world, 16), tmp_path / "ae", AutoencoderConfig(image_size=16, channels=8,
