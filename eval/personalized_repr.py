@@ -29,9 +29,8 @@ import torch
 
 from eval.metrics.intervals import bootstrap_ci, paired_bootstrap_ci
 from eval.metrics.personalized import personalized_pr_auc, personalized_retrieval_ndcg
-from ragar.encoders.configs import SyntheticDataConfig
+from ragar.encoders.configs import LoraTrainingConfig, SyntheticDataConfig
 from ragar.encoders.lora import (
-    LoraTrainingConfig,
     cached_prefix,
     hard_negative_order,
     lora_model,

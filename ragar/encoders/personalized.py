@@ -24,9 +24,8 @@ import numpy as np
 import torch
 
 from ragar.encoders.base import ImageLike
-from ragar.encoders.configs import SyntheticDataConfig
+from ragar.encoders.configs import LoraTrainingConfig, SyntheticDataConfig
 from ragar.encoders.lora import (
-    LoraTrainingConfig,
     PersonalizedInfo,
     cached_prefix,
     hard_negative_order,

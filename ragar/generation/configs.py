@@ -19,7 +19,8 @@ class AutoencoderConfig(BaseModel):
     image_size: int = Field(64, ge=16, le=256)
     # no residual block at full resolution: 0.35 s a training step at batch 32 on 2 cores against
     # 0.79 s with one block there (measured; the full-resolution level dominates the cost)
-    channels: int = Field(32, ge=8, description="width of every block (AutoencoderTiny's blocks keep one width)")
+    channels: int = Field(32, ge=8, description="width of the encoder's blocks, and of the decoder's unless "
+                          "decoder_channels says otherwise (AutoencoderTiny keeps one width per side)")
     encoder_blocks: list[int] = Field(default_factory=lambda: [0, 2], min_length=2,
                                       description="residual blocks per level; each level after the first halves")
     decoder_blocks: list[int] = Field(default_factory=lambda: [2, 0], min_length=2)

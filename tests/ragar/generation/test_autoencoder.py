@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from ragar.generation.autoencoder import (
-    AutoencoderConfig,
     build_autoencoder,
     decode,
     encode,
@@ -16,6 +15,7 @@ from ragar.generation.autoencoder import (
     train_autoencoder,
     world_renders,
 )
+from ragar.generation.configs import AutoencoderConfig
 
 
 @pytest.fixture(scope="module")
