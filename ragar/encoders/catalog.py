@@ -1,8 +1,11 @@
 """Embed a catalog once and cache it, keyed by item id and encoder fingerprint.
 
-Image and text embeddings are cached separately (``<root>/.ragar_cache/{image,text}-<fp>.npy``
+Image and text embeddings are cached separately (``<root>/.ragar_cache/{image,text}-<fp>-<ids>.npy``
 with the item ids beside them), so a changed encoder invalidates exactly its own cache and the
-image part stays available alone for generated images, which have no title.
+image part stays available alone for generated images, which have no title. ``<ids>`` hashes the
+item set: two sets embedded under one root (the catalog, and the other views the ranker's oracle
+check scores) keep a file each. With one file per encoder they overwrote each other, and
+``ragar demo`` embedded its catalog twice (39 s of its 10-minute budget).
 
 The multimodal item vector is ``[sqrt(1-a) * image, sqrt(a) * text]``: unit-norm by construction,
 and its cosine is the ``a``-weighted mix of image and text cosines.
@@ -10,6 +13,7 @@ and its cosine is the ``a``-weighted mix of image and text cosines.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +52,15 @@ def combine(image: np.ndarray, text: np.ndarray, text_weight: float) -> np.ndarr
                           ).astype(np.float32)
 
 
+def _ids_key(ids: np.ndarray) -> str:
+    """A short digest of the item ids, in order (the cached rows follow that order)."""
+    return hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest()[:12]
+
+
 def _cached(root: Path, kind: str, fp: str, ids: np.ndarray, compute) -> np.ndarray:
     cache = root / CACHE_DIR
-    vec_path, id_path = cache / f"{kind}-{fp}.npy", cache / f"{kind}-{fp}.ids.parquet"
+    key = f"{kind}-{fp}-{_ids_key(ids)}"
+    vec_path, id_path = cache / f"{key}.npy", cache / f"{key}.ids.parquet"
     if vec_path.exists() and id_path.exists():
         cached_ids = pl.read_parquet(id_path)["item_id"].to_numpy()
         if len(cached_ids) == len(ids) and (cached_ids == ids).all():

@@ -46,6 +46,9 @@ class EfficientNetLiteEncoder(ImageEncoder):
 
     name = "efficientnet-lite0"
     dim = 1280
+    # 8 images at a time embed 2.4x faster than 64 on 2 CPU cores (224 px: 25 against 60 ms an
+    # image), with the same bits: the catalog of `ragar demo` took a minute at 64
+    cpu_forward_batch = 8
 
     def __init__(self, image_size: int = 224, weights: str | Path | None = None):
         self.image_size = image_size

@@ -34,6 +34,19 @@ def test_efficientnet_embeddings(effnet, tiny_world):
     assert v[0] @ v[1] > v[0] @ v[2]
 
 
+def test_the_cpu_forward_batch_gives_the_whole_batch_bits(tiny_world):
+    """EfficientNet runs 8 images at a time on a CPU (faster: the activations stay in cache); its
+    vectors, and so every cache and number built on them, must be those of the whole batch."""
+    import copy
+
+    enc = build_image_encoder("efficientnet-lite0", 224)
+    assert enc.cpu_forward_batch == 8
+    paths, _ = _imgs(tiny_world, n=20)
+    whole = copy.copy(enc)
+    whole.cpu_forward_batch = None
+    np.testing.assert_array_equal(enc.encode(paths, batch_size=20), whole.encode(paths, batch_size=20))
+
+
 def test_fingerprint_changes_with_preprocessing(effnet):
     other = build_image_encoder("efficientnet-lite0", 96)
     assert other.fingerprint != effnet.fingerprint
@@ -107,9 +120,19 @@ def test_catalog_cache_and_invalidation(tiny_world, tmp_path, effnet):
     again = embed_catalog(root, effnet, None, progress=False)
     assert cache[0].stat().st_mtime_ns == mtime  # served from the cache
     np.testing.assert_array_equal(again.image, emb.image)
+    # another item set under the same root (the ranker's oracle check embeds other views) gets its
+    # own file and leaves the catalog's alone: they used to overwrite each other
+    import polars as pl
+
+    part = pl.read_parquet(root / "items.parquet").head(2)
+    sub = embed_catalog(root, effnet, None, items=part, progress=False)
+    np.testing.assert_array_equal(sub.image, emb.image[:2])
+    assert len(list((root / CACHE_DIR).glob("image-*.npy"))) == 2
+    embed_catalog(root, effnet, None, progress=False)
+    assert cache[0].stat().st_mtime_ns == mtime
     other = build_image_encoder("efficientnet-lite0", 96)
     embed_catalog(root, other, None, progress=False)
-    assert len(list((root / CACHE_DIR).glob("image-*.npy"))) == 2  # a changed encoder is a new key
+    assert len(list((root / CACHE_DIR).glob("image-*.npy"))) == 3  # a changed encoder is a new key
     assert emb.lookup([emb.ids[3]])[0] == 3
     with pytest.raises(KeyError):
         emb.lookup(["nope"])
