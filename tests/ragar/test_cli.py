@@ -31,12 +31,17 @@ def test_bad_config_exits_2(tmp_path):
 
 @pytest.mark.timeout(900)  # one whole demo run (tiny world, the shipped generator)
 def test_demo_on_tiny_reuses_world(tmp_path):
-    r = runner.invoke(app, ["demo", "--out", str(tmp_path), "--config", "tiny"])
+    # every step runs; 5 denoising steps instead of 25 keep the generation half at seconds (it was
+    # 65 of this test's 80 s), and the setting reaching every generation step is checked below
+    r = runner.invoke(app, ["demo", "--out", str(tmp_path), "--config", "tiny",
+                            "--set", "generation.num_inference_steps=5"])
     assert r.exit_code == 0, r.output
     for f in ("data/stats.html", "preference/preference.json", "ranker/ranker.json", "ranker/ranker.html",
               "rankers/rankers.json", "generate/index.html", "generation/generation.json", "clpips/clpips.json",
               "replay/replay.json", "replay/replay.html"):
         assert (tmp_path / f).exists(), f
+    for f in ("generation/generation.json", "replay/replay.json"):  # the --set reached the generation steps
+        assert json.loads((tmp_path / f).read_text())["provenance"]["config"]["generation"]["num_inference_steps"] == 5
     # a second demo starts from the world step; that step alone, not the whole demo again (65 s)
     from ragar.cli.common import get_config
     from ragar.cli.world import _build_world_cached

@@ -79,7 +79,7 @@ def test_eval_generation_table(gen_args, tiny_models, reader, tmp_path):
     # a second generator stands in for the rank-task one: the row appears
     r = runner.invoke(app, ["eval", "generation", *gen_args, "--reader", str(reader), "--requests", "6",
                             "--best-of", "2", "--rank-generator", str(tiny_models["generator"]),
-                            "--out", str(tmp_path / "rep")])
+                            "--set", "generation.num_inference_steps=5", "--out", str(tmp_path / "rep")])
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "rep" / "generation.json").read_text())
     names = [row["method"] for row in res["rows"]]
@@ -134,7 +134,8 @@ def test_eval_generation_needs_a_world(gen_args, tmp_path):
 
 def test_eval_replay_resumes_and_reports(gen_args, tiny_models, tmp_path):
     out = tmp_path / "replay"
-    args = ["eval", "replay", *gen_args, "--requests", "6", "--tradeoff-scales", "0,3", "--out", str(out)]
+    args = ["eval", "replay", *gen_args, "--requests", "6", "--tradeoff-scales", "0,3",
+            "--set", "generation.num_inference_steps=5", "--out", str(out)]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     res = json.loads((out / "replay.json").read_text())

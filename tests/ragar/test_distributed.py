@@ -65,7 +65,7 @@ def test_sharded_job_splits_resumes_and_refuses_other_settings(tmp_path):
 def _batch_args(models: dict, out: Path, reference: str) -> list[str]:
     return ["generate-batch", "--data", str(models["data"]), "--generator", str(models["generator"]),
             "--rankers", str(models["rankers"]), "--config", "tiny", "--users", "all", "--reference", reference,
-            "--n", "2", "--batch", "3", "--unit-size", "4", "--set", "generation.num_inference_steps=12",
+            "--n", "2", "--batch", "3", "--unit-size", "4", "--set", "generation.num_inference_steps=4",
             "--out", str(out)]
 
 
