@@ -125,14 +125,12 @@ class ImageEncoder(Encoder):
 
         if len(images) == 0:
             return np.zeros((0, self.dim), np.float32)
-        step = batch_size
         if self.cpu_forward_batch and self.device.type == "cpu":
-            step = min(batch_size, self.cpu_forward_batch)
+            batch_size = min(batch_size, self.cpu_forward_batch)
         chunks = []
         with torch.inference_mode():
             for i in tqdm(range(0, len(images), batch_size), desc=f"embed {self.name}", disable=not progress):
-                batch = images[i:i + batch_size]
-                e = torch.cat([self._embed(batch[j:j + step]) for j in range(0, len(batch), step)]).float()
+                e = self._embed(images[i:i + batch_size]).float()
                 chunks.append(torch.nn.functional.normalize(e, dim=-1).cpu().numpy())
         return np.concatenate(chunks).astype(np.float32)
 
