@@ -21,6 +21,7 @@ work over gloo; ``accelerate launch --cpu --num_processes 2`` starts only one (s
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -79,7 +80,20 @@ def processes() -> Processes:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())
+    atexit.unregister(close_group)  # once, however often a command asks
+    atexit.register(close_group)
     return Processes(state.process_index, state.num_processes)
+
+
+def close_group() -> None:
+    """Destroy the launched process group while the interpreter is still whole. A process that exits
+    with its gloo group open can die in finalisation with SIGABRT ("terminate called without an
+    active exception": gloo's threads still hold work objects; pytorch/pytorch#190489). CI saw it
+    once, in the second process of the two-process ranker training, after the rankers were saved."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class ShardedJob:

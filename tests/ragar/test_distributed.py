@@ -62,6 +62,18 @@ def test_sharded_job_splits_resumes_and_refuses_other_settings(tmp_path):
         ShardedJob(tmp_path, {"seed": 2}, tasks)
 
 
+def test_close_group_destroys_the_group_and_is_a_no_op_without_one():
+    import torch.distributed as dist
+
+    from ragar.distributed import close_group
+
+    close_group()  # no group: nothing to do
+    dist.init_process_group("gloo", rank=0, world_size=1, store=dist.HashStore())
+    assert dist.is_initialized()
+    close_group()
+    assert not dist.is_initialized()
+
+
 def _batch_args(models: dict, out: Path, reference: str) -> list[str]:
     return ["generate-batch", "--data", str(models["data"]), "--generator", str(models["generator"]),
             "--rankers", str(models["rankers"]), "--config", "tiny", "--users", "all", "--reference", reference,
