@@ -132,3 +132,32 @@ def test_cli_extra_worlds_train_the_head(tiny_world, tmp_path, tiny_config):
     r = CliRunner().invoke(app, ["train", "identity-encoder", "--data", str(tiny_world), "--out", str(tmp_path / "y"),
                                  "--levels", "block99", "--steps", "1", "--image-size", "64"])
     assert r.exit_code == 2 and "unknown backbone level" in r.output and not (tmp_path / "y").exists()
+
+
+def test_the_shipped_encoder_keeps_its_whole_batch_bits_at_its_cpu_forward_batch(tiny_world, monkeypatch):
+    """On a CPU the encoder and the token cache run a few images at a time (faster): at the 2
+    threads every documented number was measured with, the vectors and the cached tokens the head
+    trains on must be the bits of one whole-batch pass."""
+    import copy
+
+    import polars as pl
+
+    from ragar.encoders import nearid
+    from ragar.encoders.registry import build_image_encoder
+
+    paths = [str(tiny_world / p) for p in pl.read_parquet(tiny_world / "views.parquet")["image"][:44]]
+    step = nearid.CPU_FORWARD_BATCH
+    split_enc = copy.copy(build_image_encoder("nearid:demo"))
+    assert split_enc.cpu_forward_batch == step and len(paths) % step  # whole chunks and a partial one
+    whole_enc = copy.copy(split_enc)
+    whole_enc.cpu_forward_batch = None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        split, split_tokens = split_enc.encode(paths, batch_size=44), nearid.backbone_tokens(paths, 128)
+        monkeypatch.setattr(nearid, "CPU_FORWARD_BATCH", 44)
+        np.testing.assert_array_equal(split, whole_enc.encode(paths, batch_size=44))
+        whole_tokens = nearid.backbone_tokens(paths, 128)
+        assert all(torch.equal(a, b) for a, b in zip(split_tokens, whole_tokens, strict=True))
+    finally:
+        torch.set_num_threads(threads)
