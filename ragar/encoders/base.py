@@ -120,13 +120,19 @@ class ImageEncoder(Encoder):
     @abstractmethod
     def _embed(self, batch: Sequence[ImageLike]) -> torch.Tensor: ...
 
+    def forward_batch(self, batch_size: int) -> int:
+        """How many of ``batch_size`` images go through the network at once: at most
+        :attr:`cpu_forward_batch` on a CPU."""
+        if self.cpu_forward_batch and self.device.type == "cpu":
+            return min(batch_size, self.cpu_forward_batch)
+        return batch_size
+
     def encode(self, images: Sequence[ImageLike], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         from tqdm.auto import tqdm
 
         if len(images) == 0:
             return np.zeros((0, self.dim), np.float32)
-        if self.cpu_forward_batch and self.device.type == "cpu":
-            batch_size = min(batch_size, self.cpu_forward_batch)
+        batch_size = self.forward_batch(batch_size)
         chunks = []
         with torch.inference_mode():
             for i in tqdm(range(0, len(images), batch_size), desc=f"embed {self.name}", disable=not progress):

@@ -85,13 +85,6 @@ class NearIDHead(PretrainedMixin, nn.Module):
         return nn.functional.normalize(self.out(h + self.mlp(h)), dim=-1)
 
 
-#: on a CPU, how many images go through the backbone at once (ImageEncoder.cpu_forward_batch): at
-#: 128 px on 2 threads, 8 embed 2.2x faster than 64 (512 demo images: 2.5 against 5.4 s; 16: 3.3 s)
-#: with the same bits. At 1 thread oneDNN convolves a batch of 8 or fewer another way (unit vectors
-#: 5e-7 apart), so the bits hold at the 2 threads every documented number was measured with
-CPU_FORWARD_BATCH = 8
-
-
 def _backbone(image_size: int):
     from ragar.encoders.efficientnet import EfficientNetLiteEncoder
 
@@ -138,8 +131,7 @@ def backbone_tokens(images: Sequence[ImageLike], image_size: int = 128, levels: 
                      for f in files):
         return [torch.from_numpy(np.load(f, allow_pickle=False)) for f in files]
     enc = _backbone(image_size).to(device)
-    if enc.device.type == "cpu":
-        batch_size = min(batch_size, CPU_FORWARD_BATCH)
+    batch_size = enc.forward_batch(batch_size)
     parts: list[list[torch.Tensor]] = [[] for _ in levels]
     for lo in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress):
         for part, t in zip(parts, tokens_of(enc, images[lo:lo + batch_size], levels), strict=True):
@@ -155,11 +147,14 @@ def backbone_tokens(images: Sequence[ImageLike], image_size: int = 128, levels: 
 class NearIDEncoder(ImageEncoder):
     """The full encoder (``nearid:<dir>`` in configs): frozen backbone + the trained head."""
 
-    cpu_forward_batch = CPU_FORWARD_BATCH
-
     def __init__(self, path: str | Path):
         self.head = NearIDHead.from_pretrained(path)
         self.backbone = _backbone(self.head.config.image_size)
+        # the backbone's CPU forward batch (8) for the whole encoder: at 128 px on 2 threads it embeds
+        # 512 demo images in 2.5 s against 5.4 s at 64 (16: 3.3 s) with the same bits; at 1 thread
+        # oneDNN convolves a batch of 8 or fewer another way (unit vectors 5e-7 apart), so the bits
+        # hold at the 2 threads every documented number was measured with
+        self.cpu_forward_batch = self.backbone.cpu_forward_batch
         self.name = f"nearid:{Path(path).name}"
         self.dim = self.head.config.dim
         self._fp = fingerprint(self.name, {"image_size": self.head.config.image_size,

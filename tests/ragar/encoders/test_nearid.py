@@ -142,22 +142,23 @@ def test_the_shipped_encoder_keeps_its_whole_batch_bits_at_its_cpu_forward_batch
 
     import polars as pl
 
-    from ragar.encoders import nearid
+    from ragar.encoders.efficientnet import EfficientNetLiteEncoder
+    from ragar.encoders.nearid import backbone_tokens
     from ragar.encoders.registry import build_image_encoder
 
     paths = [str(tiny_world / p) for p in pl.read_parquet(tiny_world / "views.parquet")["image"][:44]]
-    step = nearid.CPU_FORWARD_BATCH
     split_enc = copy.copy(build_image_encoder("nearid:demo"))
-    assert split_enc.cpu_forward_batch == step and len(paths) % step  # whole chunks and a partial one
+    step = split_enc.cpu_forward_batch
+    assert step == split_enc.backbone.cpu_forward_batch == 8 and len(paths) % step  # whole chunks and a partial one
     whole_enc = copy.copy(split_enc)
     whole_enc.cpu_forward_batch = None
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        split, split_tokens = split_enc.encode(paths, batch_size=44), nearid.backbone_tokens(paths, 128)
-        monkeypatch.setattr(nearid, "CPU_FORWARD_BATCH", 44)
+        split, split_tokens = split_enc.encode(paths, batch_size=44), backbone_tokens(paths, 128)
         np.testing.assert_array_equal(split, whole_enc.encode(paths, batch_size=44))
-        whole_tokens = nearid.backbone_tokens(paths, 128)
+        monkeypatch.setattr(EfficientNetLiteEncoder, "cpu_forward_batch", None)  # the token cache's backbone
+        whole_tokens = backbone_tokens(paths, 128, batch_size=44)
         assert all(torch.equal(a, b) for a, b in zip(split_tokens, whole_tokens, strict=True))
     finally:
         torch.set_num_threads(threads)
