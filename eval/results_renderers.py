@@ -384,8 +384,9 @@ def replay_tradeoff(d: dict) -> str:
             f"throughout. {_source(d)}\n")
 
 
-#: the shipped generator's stages, in the order scripts/train_demo_generator.sh runs them:
-#: (key in provenance.json, what the stage trains)
+#: the stages of a release whose provenance.json does not list them (the five-stage recipe's, written
+#: by hand): (key in provenance.json, what the stage trains). scripts/release_generator.py writes a
+#: ``stages`` list of ``{"key", "what"}`` instead, in the order its recipe ran them
 GENERATOR_STAGES = (("autoencoder", "the autoencoder, 64 px to 32x32x4 latents, from scratch"),
                     ("autoencoder_decoder_stage", "its decoder again, with latent noise (encoder frozen)"),
                     ("generator_epsilon_stage", "the latent UNet on aligned pairs, ε-prediction"),
@@ -398,7 +399,8 @@ def training_stages(d: dict) -> str:
     released beside its weights (steps, losses and wall time as each stage's run recorded them)."""
     out = ["| stage | what | steps | loss, first → final | wall time |", "|---|---|---|---|---|"]
     total = 0.0
-    for i, (key, what) in enumerate(GENERATOR_STAGES, 1):
+    stages = [(s["key"], s["what"]) for s in d["stages"]] if "stages" in d else GENERATOR_STAGES
+    for i, (key, what) in enumerate(stages, 1):
         st = d.get(key)
         if st is None:
             continue

@@ -85,6 +85,11 @@ def test_the_stage_table_reads_each_stage_of_the_release():
     assert "| 1 | the autoencoder, 64 px to 32x32x4 latents, from scratch | 2,500 | 3.000 → 0.030 | 14 min |" in t
     assert "| 3 | the latent UNet on aligned pairs, ε-prediction | 2,000 | 0.700 → 0.026 | not recorded" in t
     assert "| 2 |" not in t and "took 14 min in all, on cpu, 2 cores" in t
+    # a release that lists its stages (scripts/release_generator.py) is read in its own order
+    d = {"device": "cpu", "stages": [{"key": "autoencoder", "what": "ae"}, {"key": "gen", "what": "the UNet"}],
+         "autoencoder": ae, "gen": {"steps": 5000, "first_loss": 0.4, "final_loss": 0.07, "seconds_this_run": 600}}
+    t = training_stages(d)
+    assert "| 1 | ae | 2,500 |" in t and "| 2 | the UNet | 5,000 | 0.400 → 0.070 | 10 min |" in t
 
 
 def test_the_like_weight_table_marks_the_default():

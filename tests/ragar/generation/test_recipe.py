@@ -77,3 +77,52 @@ def test_the_recipe_runs_without_the_packages_that_cannot_travel(exported, tmp_p
     assert r.returncode == 0, r.stderr[-2000:]
     prov = json.loads((tmp_path / "recipe.json").read_text())["provenance"]
     assert prov["command"].startswith("python -m ragar.generation.recipe") and prov["date"]
+
+
+def test_a_recipes_stages_release_with_their_own_records(exported, tmp_path):
+    """scripts/release_generator.py: the pipeline from the stages' directories (stage 3's UNet,
+    stage 2's decoder) in float16, and a provenance.json whose numbers are the ones each stage's
+    training.json recorded, in the order the stages ran."""
+    import sys
+
+    from safetensors.torch import load_file
+
+    from ragar.generation.pipeline import RagarPipeline
+    from tests.test_device_check import ROOT
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import release_generator
+
+    run(exported, tmp_path / "run", budget_s=0, device="cpu", workers=1, fixed_steps=[3, 2, 4])
+    dest = tmp_path / "release"
+    dest.mkdir()
+    (dest / "samples-999.png").write_bytes(b"an older release's grid")
+    release_generator.main(["--out", str(tmp_path / "run"), "--dest", str(dest), "--note", "tiny"])
+    prov = json.loads((dest / "provenance.json").read_text())
+    for key, folder, _ in release_generator.STAGES:
+        assert prov[key] == json.loads((tmp_path / "run" / folder / "training.json").read_text())
+    assert [prov[k]["steps"] for k, _, _ in release_generator.STAGES] == [3, 2, 4]
+    assert prov["note"] == "tiny" and [c for c in prov["trained_by"] if c.startswith("# stage")] == [
+        f"# stage {i}: {what}" for i, (_, _, what) in enumerate(release_generator.STAGES, 1)]
+    assert prov["stages"][0]["what"] == "the autoencoder, 16 px to 8x8x4 latents, from scratch"
+    assert not (dest / "samples-999.png").exists() and (dest / "samples-4.png").exists()
+    unet = load_file(str(dest / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert {v.dtype for v in unet.values()} == {torch.float16}
+    pipe = RagarPipeline.from_pretrained(dest)
+    robust = load_file(str(tmp_path / "run" / "autoencoder-robust" / "diffusion_pytorch_model.safetensors"))
+    shipped = pipe.vae.state_dict()
+    assert all(torch.equal(shipped[k].float(), v.half().float()) for k, v in robust.items())
+
+
+def test_a_release_names_the_stage_that_has_not_finished(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_device_check import ROOT
+
+    (tmp_path / "autoencoder").mkdir()
+    (tmp_path / "autoencoder" / "training.json").write_text("{}")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "release_generator.py"), "--out", str(tmp_path),
+                        "--dest", str(tmp_path / "release")], capture_output=True, text=True)
+    assert r.returncode != 0 and "autoencoder-robust/training.json is missing" in r.stderr
+    assert not (tmp_path / "release").exists()
