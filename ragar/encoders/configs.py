@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ragar.generation.configs import GUIDANCE_SCALES
+
 
 class LoraTrainingConfig(BaseModel):
     """LoRA shape and the infoNCE recipe (``personalize_encoder.lora`` in a config file)."""
@@ -38,8 +40,8 @@ class SyntheticDataConfig(BaseModel):
     neighbours: int = Field(32, ge=1, description="nearest catalog items the generator borrows styles and "
                             "look-alike objects from")
     num_inference_steps: int = Field(15, ge=1, le=1000)
-    reference_guidance_scale: float = Field(2.0, ge=0)
-    preference_guidance_scale: float = Field(3.0, ge=0)
+    reference_guidance_scale: float = Field(GUIDANCE_SCALES[0], ge=0)
+    preference_guidance_scale: float = Field(GUIDANCE_SCALES[1], ge=0)
     seed: int = 0
 
 

@@ -116,6 +116,9 @@ class GeneratorConfig(BaseModel):
 
 
 MethodName = Literal["ragar", "uniform", "recency", "reference-only"]
+#: the shipped generator's guidance scales (reference, preference), chosen with its weights
+#: (docs/GENERATION.md); every config that samples from it defaults to them
+GUIDANCE_SCALES = (2.0, 3.0)
 
 
 class GenerationConfig(BaseModel):
@@ -126,7 +129,7 @@ class GenerationConfig(BaseModel):
     n: int = Field(4, ge=1, description="candidates per request")
     max_n: int = Field(16, ge=1, description="the cap a request's n may not exceed")
     num_inference_steps: int = Field(25, ge=1, le=1000)
-    reference_guidance_scale: float = Field(2.0, ge=0)
-    preference_guidance_scale: float = Field(3.0, ge=0)
+    reference_guidance_scale: float = Field(GUIDANCE_SCALES[0], ge=0)
+    preference_guidance_scale: float = Field(GUIDANCE_SCALES[1], ge=0)
     tradeoff: float = Field(0.5, ge=0, le=1, description="best-of-N weight on preference fit (1 - on identity)")
     history_len: int = Field(100, ge=1)
