@@ -412,7 +412,7 @@ def training_stages(d: dict) -> str:
     gpu = d.get("device", "?")
     return "\n".join(out) + (f"\n\nThe stages that recorded their time took {total / 60:.0f} min in all, "
                              f"on {gpu}. *Source: `ragar/weights/demo-generator/provenance.json`, written "
-                             "when the weights were released (`scripts/train_demo_generator.sh`).*\n")
+                             "when the weights were released; its `trained_by` lists the commands.*\n")
 
 
 TABLES: dict[str, Callable[[dict], str]] = {

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGES = (("autoencoder", "autoencoder", "the autoencoder, from scratch on the world's renders"),
           ("autoencoder_decoder_stage", "autoencoder-robust",
            "its decoder again with latent noise (encoder frozen); it is the pipeline's vae"),
-          ("generator_stage", "generator", "the latent UNet on aligned pairs, on stage 1's latents"))
+          ("generator_first_run", "generator-a", "the latent UNet on aligned pairs, on stage 1's latents: first run"),
+          ("generator_stage", "generator", "the same UNet from the first run's EMA weights, fresh optimizer"))
 #: what a released pipeline holds; everything else in the destination (provenance, sample grids) is replaced
 COMPONENTS = ("unet", "adapter", "vae", "scheduler", "model_index.json")
 

@@ -94,6 +94,9 @@ def test_a_recipes_stages_release_with_their_own_records(exported, tmp_path):
     import release_generator
 
     run(exported, tmp_path / "run", budget_s=0, device="cpu", workers=1, fixed_steps=[3, 2, 4])
+    # the CPU recipe trains the UNet in two runs; the GPU recipe's one run stands in for both
+    (tmp_path / "run" / "generator-a").mkdir()
+    (tmp_path / "run" / "generator-a" / "training.json").write_text(json.dumps({"steps": 1, "command": "first"}))
     dest = tmp_path / "release"
     dest.mkdir()
     (dest / "samples-999.png").write_bytes(b"an older release's grid")
@@ -101,7 +104,8 @@ def test_a_recipes_stages_release_with_their_own_records(exported, tmp_path):
     prov = json.loads((dest / "provenance.json").read_text())
     for key, folder, _ in release_generator.STAGES:
         assert prov[key] == json.loads((tmp_path / "run" / folder / "training.json").read_text())
-    assert [prov[k]["steps"] for k, _, _ in release_generator.STAGES] == [3, 2, 4]
+    assert [prov[k]["steps"] for k, _, _ in release_generator.STAGES] == [3, 2, 1, 4]
+    assert prov["trained_by"][prov["trained_by"].index("# stage 3: " + release_generator.STAGES[2][2]) + 1] == "first"
     assert prov["note"] == "tiny" and [c for c in prov["trained_by"] if c.startswith("# stage")] == [
         f"# stage {i}: {what}" for i, (_, _, what) in enumerate(release_generator.STAGES, 1)]
     assert prov["stages"][0]["what"] == "the autoencoder, 16 px to 8x8x4 latents, from scratch"
