@@ -1,8 +1,9 @@
 #!/bin/sh
-# The shipped image-conditioned demo generator's recipe (issue #19), after `make demo` (it reads
-# runs/demo/world). A stage is skipped when done (for a UNet run: its training.json, written when it
-# finishes) and an interrupted UNet run resumes from its last checkpoint. OUT defaults to
-# runs/gen19. The shapes are configs/demo.yaml's, and so are the autoencoder's step counts:
+# The 8-channel demo generator's recipe (issue #19; not released yet: the shipped weights list their
+# own commands in their provenance.json), after `make demo` (it reads runs/demo/world). A stage is
+# skipped when done (for a UNet run: its training.json, written when it finishes) and an interrupted
+# UNet run resumes from its last checkpoint. OUT defaults to runs/gen19. The shapes are
+# configs/demo.yaml's, and so is stage 1's step count:
 #   1. the autoencoder (64 px -> 32x32x8 latents; 64-wide decoder, L1 + MSE + 1 - SSIM), 1,500 steps
 #   2. its decoder again with latent noise (encoder and latent scale frozen, so the latents do not
 #      change), 1,200 steps: robust to the sampler's latent errors; it ships as the pipeline's vae
