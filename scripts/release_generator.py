@@ -53,9 +53,11 @@ def describe(key: str, what: str, recs: dict) -> str:
     """A stage's line in docs/GENERATION.md's table; the autoencoder's says its latent shape."""
     if key != "autoencoder":
         return what
-    c = recs[key]["config"]
-    side = c["image_size"] // 2 ** (len(c["encoder_blocks"]) - 1)
-    return f"the autoencoder, {c['image_size']} px to {side}x{side}x{c['latent_channels']} latents, from scratch"
+    from ragar.generation.configs import AutoencoderConfig
+
+    c = AutoencoderConfig(**recs[key]["config"])
+    side = c.image_size // c.downscale
+    return f"the autoencoder, {c.image_size} px to {side}x{side}x{c.latent_channels} latents, from scratch"
 
 
 def save_pipeline(out: Path, dest: Path) -> None:
