@@ -1,7 +1,7 @@
 """Steps/s of one generator training step under the UNet variants its architecture was chosen from.
 
-The shape is the shipped generator's: 32x32x4 latents with the reference's latents concatenated (8
-input channels), the preference adapter's cross-attention tokens, batch 32. The choice it records:
+The shape is the shipped generator's, read from its vae's config (32x32 latents of the vae's channels,
+the reference's latents concatenated), the preference adapter's cross-attention tokens, batch 32. The choice it records:
 self-attention over the 1,024 positions of the full-resolution level was most of a step, so the
 shipped UNet has attention only at the 16 and 8 levels (one more level, more parameters, faster).
 
@@ -22,10 +22,13 @@ import torch
 
 from ragar.generation.adapter import AdapterConfig, PreferenceAdapter
 from ragar.generation.configs import GeneratorConfig
+from ragar.generation.loading import DEMO_GENERATOR
 from ragar.generation.train import build_unet
 from ragar.provenance import record_start, run_record
 
-LATENT_CHANNELS, LATENT_SIZE = 4, 32
+#: the shipped vae's latent channels (a release that changes them changes the timed shape with it)
+LATENT_CHANNELS = json.loads((DEMO_GENERATOR / "vae" / "config.json").read_text())["latent_channels"]
+LATENT_SIZE = 32
 BEFORE = dict(block_out_channels=[32, 64, 128], cross_attention_blocks=[True, True, False])
 SHIPPED = dict(block_out_channels=[32, 64, 128, 128], cross_attention_blocks=[False, True, True, False])
 #: name -> (UNet settings, channels-last)
