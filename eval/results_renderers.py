@@ -411,8 +411,24 @@ def training_stages(d: dict) -> str:
                    f"{_fmt(st.get('final_loss'))} | {wall} |")
     gpu = d.get("device", "?")
     return "\n".join(out) + (f"\n\nThe stages that recorded their time took {total / 60:.0f} min in all, "
-                             f"on {gpu}. *Source: `ragar/weights/demo-generator/provenance.json`, written "
-                             "when the weights were released; its `trained_by` lists the commands.*\n")
+                             f"on {gpu}.{_vae_quality(d.get('autoencoder_eval'))} *Source: "
+                             "`ragar/weights/demo-generator/provenance.json`, written when the weights were "
+                             "released; its `trained_by` lists the commands.*\n")
+
+
+def _vae_quality(ev: dict | None) -> str:
+    """The released vae's reconstructions of the renders its training held out (``ragar eval
+    autoencoder``), when the release recorded them: what every generated image passes through."""
+    if not ev:
+        return ""
+    c, s, _ = ev["latent_shape"]
+    p = ev["psnr"]
+    text = (f" The released vae ({s}x{s}x{c} latents) reconstructs the {ev['images']:,} held-out renders at "
+            f"{p['mean']:.2f} dB PSNR [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}] (worst {p['min']:.2f})")
+    if "identity_cos" in ev:
+        i = ev["identity_cos"]
+        text += f", NearID identity cos {i['mean']:.3f} [{i['ci'][0]:.3f}, {i['ci'][1]:.3f}] (worst {i['min']:.3f})"
+    return text + "."
 
 
 TABLES: dict[str, Callable[[dict], str]] = {

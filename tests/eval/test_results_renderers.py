@@ -90,6 +90,14 @@ def test_the_stage_table_reads_each_stage_of_the_release():
          "autoencoder": ae, "gen": {"steps": 5000, "first_loss": 0.4, "final_loss": 0.07, "seconds_this_run": 600}}
     t = training_stages(d)
     assert "| 1 | ae | 2,500 |" in t and "| 2 | the UNet | 5,000 | 0.400 → 0.070 | 10 min |" in t
+    assert "held-out" not in t  # no autoencoder evaluation recorded, no sentence about one
+    # the released vae's evaluation (`ragar eval autoencoder`), when the release recorded it
+    d["autoencoder_eval"] = {"images": 256, "image_size": 64, "latent_shape": [8, 32, 32],
+                             "psnr": {"mean": 31.5, "ci": [31.2, 31.8], "min": 25.25},
+                             "identity_cos": {"mean": 0.9, "ci": [0.88, 0.92], "min": 0.5}}
+    t = training_stages(d)
+    assert ("The released vae (32x32x8 latents) reconstructs the 256 held-out renders at 31.50 dB PSNR "
+            "[31.20, 31.80] (worst 25.25), NearID identity cos 0.900 [0.880, 0.920] (worst 0.500).") in t
 
 
 def test_the_like_weight_table_marks_the_default():
