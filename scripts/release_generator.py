@@ -12,7 +12,9 @@ or wall time is one nobody can check. Here every number comes from a file a run 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -45,8 +47,30 @@ def commands(recs: dict) -> list[str]:
     lines = ["# after `make demo` (runs/demo/world: `ragar world build --size demo`, world seed 0); "
              "scripts/train_demo_generator.sh runs these stages"]
     for i, (key, _, what) in enumerate(STAGES, 1):
-        lines += [f"# stage {i}: {what}", recs[key].get("command", "?")]
+        lines += [f"# stage {i}: {what}", command_line(recs[key])]
     return lines
+
+
+def command_line(rec: dict) -> str:
+    """The command a stage ran, from its record: ``ragar train``'s program name plus its options
+    (``params``: each option's value as text, the whole written as text by older runs; read with
+    ``ast.literal_eval``, which evaluates literals only). Unset options and off flags are left out."""
+    params = rec.get("params") or {}
+    if isinstance(params, str):
+        params = ast.literal_eval(params)
+    parts = [rec.get("command", "?")]
+    for name, value in params.items():
+        flag = "--" + name.rstrip("_").replace("_", "-")
+        if value in (None, "None", "False", False, "[]"):
+            continue
+        if value in ("True", True):
+            parts.append(flag)
+        elif name == "set_":
+            sets = ast.literal_eval(value) if isinstance(value, str) else value
+            parts += [part for s in sets for part in ("--set", shlex.quote(s))]
+        else:
+            parts += [flag, shlex.quote(str(value))]
+    return " ".join(parts)
 
 
 def describe(key: str, what: str, recs: dict) -> str:

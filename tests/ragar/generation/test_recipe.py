@@ -130,3 +130,22 @@ def test_a_release_names_the_stage_that_has_not_finished(tmp_path):
                         "--dest", str(tmp_path / "release")], capture_output=True, text=True)
     assert r.returncode != 0 and "autoencoder-robust/training.json is missing" in r.stderr
     assert not (tmp_path / "release").exists()
+
+
+def test_a_stage_command_is_rebuilt_with_its_options():
+    """`ragar train` records its program name and each option's value as text; the release's
+    ``trained_by`` must give the whole command, or nobody can rerun a stage from it."""
+    import sys
+
+    from tests.test_device_check import ROOT
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from release_generator import command_line
+
+    params = {"data": "runs/demo/world", "out": "runs/x", "steps": "1200", "max_pairs": "None", "rank_task": "False",
+              "no_resume": "True", "set_": "['a.b=1', 'a.c=two words']", "device": "None"}
+    want = ("ragar train generator --data runs/demo/world --out runs/x --steps 1200 --no-resume "
+            "--set a.b=1 --set 'a.c=two words'")
+    assert command_line({"command": "ragar train generator", "params": params}) == want
+    assert command_line({"command": "ragar train generator", "params": str(params)}) == want  # older records
+    assert command_line({"command": "first"}) == "first"
