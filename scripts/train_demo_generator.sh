@@ -1,6 +1,6 @@
 #!/bin/sh
-# The 8-channel demo generator's recipe (issue #19; not released yet: the shipped weights list their
-# own commands in their provenance.json), after `make demo` (it reads runs/demo/world). A stage is
+# The shipped demo generator's recipe (issue #19: 8 latent channels; the weights' provenance.json lists
+# the commands each stage ran), after `make demo` (it reads runs/demo/world). A stage is
 # skipped when done (for a UNet run: its training.json, written when it finishes) and an interrupted
 # UNet run resumes from its last checkpoint. OUT defaults to runs/gen19. The shapes are
 # configs/demo.yaml's, and so is stage 1's step count:
@@ -10,8 +10,8 @@
 #   3. the latent UNet on aligned pairs (v-prediction) on stage 1's latents, 5,000 steps in two runs:
 #      1,500 steps, then 3,500 more from the first run's EMA weights with a fresh optimizer. Two runs
 #      because a working session here is 3 hours: the first run's weights were carried to the next
-#      session in float16 (runs/gen19/generator-a), which a resumable checkpoint (120 MB with the
-#      optimizer's state) could not be
+#      session in float16 (15 MB, committed while they were needed), which a resumable checkpoint
+#      (120 MB with the optimizer's state) could not be
 # Run it with nothing else on the machine: two OpenMP processes on two cores slow each other ~4x.
 # Arguments go to both runs of stage 3.
 set -e

@@ -117,8 +117,8 @@ class GeneratorConfig(BaseModel):
 
 MethodName = Literal["ragar", "uniform", "recency", "reference-only"]
 #: the shipped generator's guidance scales (reference, preference), chosen with its weights
-#: (docs/GENERATION.md); every config that samples from it defaults to them
-GUIDANCE_SCALES = (2.0, 3.0)
+#: (docs/GENERATION.md); every config that samples from it, and RagarPipeline.__call__, default to them
+GUIDANCE_SCALES = (3.0, 6.0)
 
 
 class GenerationConfig(BaseModel):

@@ -34,6 +34,8 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from ragar.generation.configs import GUIDANCE_SCALES
+
 SCHEDULERS = {"ddim": "DDIMScheduler", "ddpm": "DDPMScheduler", "euler": "EulerDiscreteScheduler",
               "dpm": "DPMSolverMultistepScheduler"}
 
@@ -192,8 +194,8 @@ class RagarPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, reference_embeds: torch.Tensor, preference_embeds: torch.Tensor,
                  image: ImageInput | list[ImageInput] | None = None,
-                 num_images_per_request: int = 1, reference_guidance_scale: float = 2.0,
-                 preference_guidance_scale: float = 2.0, num_inference_steps: int = 25,
+                 num_images_per_request: int = 1, reference_guidance_scale: float = GUIDANCE_SCALES[0],
+                 preference_guidance_scale: float = GUIDANCE_SCALES[1], num_inference_steps: int = 25,
                  generator: torch.Generator | list[torch.Generator] | None = None, output_type: str = "np",
                  return_dict: bool = True):
         """Render each request's reference as its preference asks. ``image``: the references
