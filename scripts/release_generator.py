@@ -52,9 +52,13 @@ def commands(recs: dict) -> list[str]:
 
 
 def command_line(rec: dict) -> str:
-    """The command a stage ran, from its record: ``ragar train``'s program name plus its options
-    (``params``: each option's value as text, the whole written as text by older runs; read with
-    ``ast.literal_eval``, which evaluates literals only). Unset options and off flags are left out."""
+    """The command a stage ran, from its record. ``ragar train`` records its whole command line
+    (with ``commit`` and ``date``, as every run record does); records written before it did hold the
+    program name only, and the options apart (``params``: each value as text, the whole written as
+    text by the oldest runs; read with ``ast.literal_eval``, which evaluates literals only), from
+    which the command is rebuilt. Unset options and off flags are left out."""
+    if "date" in rec:
+        return rec["command"]
     params = rec.get("params") or {}
     if isinstance(params, str):
         params = ast.literal_eval(params)

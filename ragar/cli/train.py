@@ -93,6 +93,23 @@ def train_encoder(
                   "seconds": round(time.perf_counter() - t0, 1)}], f"encoder saved to {out}")
 
 
+def _json_value(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return str(value)
+
+
+def _training_record(ctx: typer.Context) -> dict:
+    """What a training run records of itself, as every evaluation does (:func:`ragar.provenance.run_record`):
+    the whole command line, so a release can give each stage's command as it ran, the commit and the
+    date; plus each option's value as JSON (``params``), for code that reads one option."""
+    from ragar.provenance import run_record
+
+    return run_record("ragar") | {"params": {k: _json_value(v) for k, v in ctx.params.items()}}
+
+
 @train_app.command("autoencoder")
 def train_autoencoder_cmd(
     ctx: typer.Context,
@@ -111,8 +128,7 @@ def train_autoencoder_cmd(
     if not (data / "views.parquet").exists():
         raise fail(f"{data} is not a world directory (no views.parquet)")
     images = world_renders(data, cfg.autoencoder.image_size, seed=cfg.autoencoder.seed)
-    prov = {"command": ctx.command_path, "params": {k: str(v) for k, v in ctx.params.items()}, "data": str(data),
-            "world_seed": cfg.world.seed}
+    prov = _training_record(ctx) | {"data": str(data), "world_seed": cfg.world.seed}
     s = train_autoencoder(images, out, cfg.autoencoder, device=get_runtime(cfg).device, provenance=prov)
     print_table([{"images": s["images"], "steps": s["steps"], "final loss": s["final_loss"],
                   "held-out PSNR (dB)": s["psnr_held_out"], "scaling factor": s["scaling_factor"],
@@ -158,8 +174,7 @@ def train_generator_cmd(
     except ValueError as e:
         raise fail(str(e)) from None
     task = _rank_task(cfg, data, rankers, emb, pairs) if cfg.generator.rank_task else None
-    prov = {"command": ctx.command_path, "params": {k: str(v) for k, v in ctx.params.items()}, "data": str(data),
-            "world_seed": cfg.world.seed, "encoder": emb.fingerprint}
+    prov = _training_record(ctx) | {"data": str(data), "world_seed": cfg.world.seed, "encoder": emb.fingerprint}
     try:
         s = train_generator(pairs, out, cfg.generator, resume=not no_resume, provenance=prov, rank_task=task,
                             device=get_runtime(cfg).device)
@@ -198,8 +213,7 @@ def export_pairs_cmd(
                            style_pairs=g.style_pairs, style_columns=g.style_columns, render_images=False)
         doc = save_pairs(pairs, emb.ids, vectors, out, meta={
             "autoencoder": cfg.autoencoder.model_dump(), "generator": g.model_dump(),
-            "provenance": {"command": ctx.command_path, "params": {k: str(v) for k, v in ctx.params.items()},
-                           "world_seed": cfg.world.seed, "encoder": emb.fingerprint,
+            "provenance": {**_training_record(ctx), "world_seed": cfg.world.seed, "encoder": emb.fingerprint,
                            "preference": cfg.preference.model_dump()}})
     except ValueError as e:
         raise fail(str(e)) from None

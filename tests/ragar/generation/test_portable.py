@@ -112,6 +112,7 @@ def test_cli_exports_with_the_configs_settings(tiny_world, tmp_path):
     doc = json.loads((out / "pairs.json").read_text())
     assert doc["pairs"] == 30 and doc["generator"]["image_size"] == 16 and "autoencoder" in doc
     assert doc["provenance"]["preference"]["event_weights"]["like"] == 10.0
+    assert doc["provenance"]["params"]["max_pairs"] == 30 and doc["provenance"]["command"].startswith("ragar ")
     p = load_pairs(out, 16, workers=1)
     assert len(p.targets) == 30 and p.preference.shape == p.reference.shape
     # not a world: a clear error, nothing written

@@ -149,3 +149,5 @@ def test_a_stage_command_is_rebuilt_with_its_options():
     assert command_line({"command": "ragar train generator", "params": params}) == want
     assert command_line({"command": "ragar train generator", "params": str(params)}) == want  # older records
     assert command_line({"command": "first"}) == "first"
+    whole = {"command": "ragar train generator --data w --out o", "params": params, "date": "2026-11-29"}
+    assert command_line(whole) == whole["command"]  # a record that holds the whole command is read as it is

@@ -123,7 +123,7 @@ def test_latent_generator_trains_and_loads(pairs, tiny_world, tmp_path):
     assert out.images.shape == (1, 16, 16, 3)
 
 
-def test_cli_train_generator_with_samples(tiny_world, tmp_path):
+def test_cli_train_generator_with_samples(tiny_world, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from ragar.cli import app
@@ -133,12 +133,14 @@ def test_cli_train_generator_with_samples(tiny_world, tmp_path):
             "--set", "generator.cross_attention_blocks=[true, false]",
             "--set", "generator.cross_attention_dim=32", "--set", "generator.sample_every=2",
             "--set", "generator.checkpoint_every=2", "--set", "generator.batch_size=4"]
+    monkeypatch.setattr("sys.argv", ["ragar", *args])  # what the process's command line would be
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert (tmp_path / "samples-2.png").exists() and (tmp_path / "checkpoint-4" / "state.json").exists()
     prov = json.loads((tmp_path / "training.json").read_text())
-    assert prov["steps"] == 4 and prov["world_seed"] == 0 and prov["command"].endswith("generator")
-    assert prov["params"]["steps"] == "4" and "generator.image_size=16" in prov["params"]["set_"]
+    assert prov["steps"] == 4 and prov["world_seed"] == 0 and prov["command"] == " ".join(["ragar", *args])
+    assert prov["date"] and "commit" in prov  # where the weights came from, as every run record says
+    assert prov["params"]["steps"] == 4 and "generator.image_size=16" in prov["params"]["set_"]
     r = CliRunner().invoke(app, ["train", "generator", "--data", str(tmp_path), "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "not a world" in r.output
     # style pairs over a catalog column that does not exist: a clear error, nothing trained
