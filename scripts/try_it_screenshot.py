@@ -54,6 +54,10 @@ def main() -> None:
             page.fill("#seed", "7")
             page.click("#generate")
             expect(page.locator("#status")).to_contain_text("generated", timeout=300_000)
+            # "generated" is set when the response arrives; the images load after it, and a
+            # screenshot taken at once shows empty cards
+            page.wait_for_function("[...document.images].filter(i => i.offsetParent)"
+                                   ".every(i => i.complete && i.naturalWidth > 0)", timeout=60_000)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(args.out), full_page=True)
             b.close()
