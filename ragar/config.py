@@ -71,7 +71,7 @@ class DemoConfig(BaseModel):
     replay_requests: int = Field(200, ge=1)
     best_of: int = Field(4, ge=1)
     clpips_pairs: int = Field(2000, ge=20)
-    tradeoff_scales: str = "0,1,2,3,5"
+    tradeoff_scales: str = "0,2,4,6,9"  # around the shipped preference scale, 6
     replay_gallery: bool = Field(True, description="the replay's Finer-Personalization Rank over every render "
                                                    "(embeds them all with the identity encoder)")
 

@@ -187,8 +187,8 @@ def eval_replay(
     cut: float = 0.8,
     k: int = 10,
     seed: int = 0,
-    tradeoff_scales: Annotated[str, typer.Option(help="preference guidance scales for the trade-off plot "
-                                                      "('' to skip)")] = "0,1,2,3,5",
+    tradeoff_scales: Annotated[str, typer.Option(help="preference guidance scales for the trade-off plot, "
+                                                      "around the shipped 6 ('' to skip)")] = "0,2,4,6,9",
     reader: Annotated[Path | None, typer.Option(help="attribute reader (world only; default: shipped)")] = None,
     unit_size: Annotated[int, typer.Option(help="requests per resumable unit of users (independent of the "
                                                 "process count)")] = 64,
