@@ -10,10 +10,14 @@ STAMP := $(VENV)/.installed
 # included, recompiled torch, diffusers and transformers: a fresh clone's `make test` took 16 min 48 s
 # that way. So the targets below unset it. (Compiling everything at install instead, compileall -j 0,
 # cost 51 s, and `make demo`, which imports a fraction of the venv once, took 10 min 43 s.)
+# The demo installs the runtime dependencies only; the test and lint targets add the dev extras
+# (pytest, ruff, schemathesis, playwright: about 20 s of a fresh clone's install).
 TORCH := torch==2.13.0
+DEV_STAMP := $(VENV)/.installed-dev
+NO_TORCHVISION := if $(BIN)/pip show torchvision >/dev/null 2>&1; then echo "torchvision must not be installed" >&2; exit 1; fi
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install demo test test-slow test-all bench results device-inputs lint format clean
+.PHONY: install install-dev demo test test-slow test-all bench results device-inputs lint format clean
 
 install: $(STAMP)
 
@@ -21,20 +25,27 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q --no-compile $(TORCH)
-	$(BIN)/pip install -q --no-compile -e '.[dev]'
-	@if $(BIN)/pip show torchvision >/dev/null 2>&1; then echo "torchvision must not be installed" >&2; exit 1; fi
+	$(BIN)/pip install -q --no-compile -e .
+	@$(NO_TORCHVISION)
 	touch $(STAMP)
+
+install-dev: $(DEV_STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/pip install -q --no-compile -e '.[dev]'
+	@$(NO_TORCHVISION)
+	touch $(DEV_STAMP)
 
 demo: install
 	$(BIN)/ragar demo --out runs/demo
 
-test: install
+test: install-dev
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-slow: install
+test-slow: install-dev
 	$(BIN)/python -m pytest -m slow -q
 
-test-all: install
+test-all: install-dev
 	$(BIN)/python -m pytest -q
 
 bench: install
@@ -50,7 +61,7 @@ device-inputs: install
 	PYTHON=$(BIN)/python scripts/device-check.sh prepare
 	$(BIN)/ragar train export-pairs --data runs/demo/world --out .device/pairs --config render-128
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 
 clean:

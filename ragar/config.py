@@ -69,7 +69,9 @@ class DemoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     generation_requests: int = Field(200, ge=1)
     replay_requests: int = Field(200, ge=1)
-    best_of: int = Field(4, ge=1)
+    candidates: int = Field(4, ge=1, description="candidates of the demo's one `ragar generate` request")
+    best_of: int = Field(4, ge=0, description="N of the generation comparison's best-of-N row; 0 or 1: no such "
+                                              "row (N images a request: the costliest row)")
     clpips_pairs: int = Field(2000, ge=20)
     tradeoff_scales: str = "0,2,4,6,9"  # around the shipped preference scale, 6
     replay_gallery: bool = Field(True, description="the replay's Finer-Personalization Rank over every render "

@@ -69,7 +69,7 @@ def _demo_generation(cfg: RagarConfig, world_dir: Path, out: Path, config, set_)
 
     first = pl.read_parquet(world_dir / "items.parquet")["item_id"][0]
     common = {"rankers": out / "rankers", "generator": None, "seed": 0, "config": config, "set_": set_}
-    generate(user=user, data=world_dir, reference=first, reference_image=None, n=d.best_of, method=None,
+    generate(user=user, data=world_dir, reference=first, reference_image=None, n=d.candidates, method=None,
              out=out / "generate", **common)
     eval_generation(data=world_dir, rank_generator=None, ablation_generator=None, reader=None,
                     requests=d.generation_requests, best_of=d.best_of, out=out / "generation", **common)
