@@ -42,6 +42,10 @@ def test_demo_on_tiny_reuses_world(tmp_path):
         assert (tmp_path / f).exists(), f
     for f in ("generation/generation.json", "replay/replay.json"):  # the --set reached the generation steps
         assert json.loads((tmp_path / f).read_text())["provenance"]["config"]["generation"]["num_inference_steps"] == 5
+    # demo.candidates sizes the one generate request, demo.best_of the comparison's best-of row
+    assert len(list((tmp_path / "generate").glob("candidate-*.png"))) == 2
+    methods = [r["method"] for r in json.loads((tmp_path / "generation/generation.json").read_text())["rows"]]
+    assert "ragar + best-of-2" in methods and "ragar" in methods
     # a second demo starts from the world step; that step alone, not the whole demo again (65 s)
     from ragar.cli.common import get_config
     from ragar.cli.world import _build_world_cached
