@@ -72,7 +72,10 @@ def generator_tail(client, last_client_done: float, wait_s: float = 120.0
 def run_load(url: str, users: list[str], items: list[str], *, clients: int = 32, duration_s: float = 60.0,
              n: int = 1, max_requests_per_client: int = 10_000, feedback: bool = True, api_key: str = "",
              client_timeout_s: float | None = None) -> LoadResult:
-    """``api_key`` needs the generate and feedback scopes (and report, for the generator tail)."""
+    """``api_key`` needs the generate and feedback scopes (and report, for the generator tail).
+    ``client_timeout_s`` (default: the run's duration, at least 30 s) should exceed the server's
+    ``request_timeout_s``: a client that gives up first reports a ReadTimeout for a request the
+    server is still working on, and the server's own answer (a result or 504) is lost."""
     host = urlparse(url).hostname or ""
     if not host.startswith(LOOPBACK):
         raise ValueError(f"load tests run against loopback only, not {host!r}")
