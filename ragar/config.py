@@ -63,6 +63,11 @@ class RankerConfig(BaseModel):
     seed: int = 0
 
 
+#: the replay's trade-off sweep over the preference guidance scale, around the shipped 6: the
+#: default of both `ragar eval replay --tradeoff-scales` and the config's demo section
+TRADEOFF_SCALES = "0,2,4,6,9"
+
+
 class DemoConfig(BaseModel):
     """Sizes of the generation and evaluation steps of ``ragar demo``."""
 
@@ -73,7 +78,7 @@ class DemoConfig(BaseModel):
     best_of: int = Field(4, ge=0, description="N of the generation comparison's best-of-N row; 0 or 1: no such "
                                               "row (N images a request: the costliest row)")
     clpips_pairs: int = Field(2000, ge=20)
-    tradeoff_scales: str = "0,2,4,6,9"  # around the shipped preference scale, 6
+    tradeoff_scales: str = TRADEOFF_SCALES
     replay_gallery: bool = Field(True, description="the replay's Finer-Personalization Rank over every render "
                                                    "(embeds them all with the identity encoder)")
 

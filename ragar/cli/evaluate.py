@@ -35,7 +35,7 @@ from ragar.cli.common import (
     provenance,
 )
 from ragar.cli.output import console, fail, print_table
-from ragar.config import RagarConfig
+from ragar.config import TRADEOFF_SCALES, RagarConfig
 
 
 @eval_app.command("preference")
@@ -188,7 +188,7 @@ def eval_replay(
     k: int = 10,
     seed: int = 0,
     tradeoff_scales: Annotated[str, typer.Option(help="preference guidance scales for the trade-off plot, "
-                                                      "around the shipped 6 ('' to skip)")] = "0,2,4,6,9",
+                                                      "around the shipped 6 ('' to skip)")] = TRADEOFF_SCALES,
     reader: Annotated[Path | None, typer.Option(help="attribute reader (world only; default: shipped)")] = None,
     unit_size: Annotated[int, typer.Option(help="requests per resumable unit of users (independent of the "
                                                 "process count)")] = 64,
