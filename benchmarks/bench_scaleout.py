@@ -38,9 +38,13 @@ def _world(quick: bool, tmp: Path) -> tuple[Path, str]:
     return root, "large"
 
 
-def _run(cmd: list[str], out: Path) -> dict:
-    """Wall time of the command, its generation window, and the peak RSS of its largest process."""
-    run = run_measured(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+def _run(cmd: list[str], out: Path, threads: int) -> dict:
+    """Wall time of the command, its generation window, and the peak RSS of its largest process.
+
+    ``threads`` is each process's OpenMP thread count, set here rather than inherited: an
+    ``OMP_NUM_THREADS=2`` left in the caller's shell gave each of two processes two threads on two
+    cores, and the oversubscribed pair ran at a third of one process's speed."""
+    run = run_measured(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)})
     log = Path(__file__).parent / "results" / f"scaleout-{out.name}.log"
     log.parent.mkdir(exist_ok=True)
     log.write_text(run.stdout + "\n--- stderr ---\n" + run.stderr)
@@ -65,10 +69,11 @@ def run(quick: bool = False) -> list[Row]:
                 "--reference", reference, "--n", "1", "--batch", "16", "--unit-size", "4" if quick else "16"]
         if quick:
             args += ["--set", "generation.num_inference_steps=5"]
-        one = _run([str(BIN / "ragar"), *args, "--out", str(tmp / "one")], tmp / "one")
+        cores = max(2, os.cpu_count() or 2)
+        one = _run([str(BIN / "ragar"), *args, "--out", str(tmp / "one")], tmp / "one", cores)
         two = _run([str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                     "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-                    str(BIN / "ragar"), *args, "--out", str(tmp / "two")], tmp / "two")
+                    str(BIN / "ragar"), *args, "--out", str(tmp / "two")], tmp / "two", cores // 2)
     name = f"generate-batch ({config} world, {one['rows']} users)"
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
