@@ -46,6 +46,13 @@ def test_demo_on_tiny_reuses_world(tmp_path):
     assert len(list((tmp_path / "generate").glob("candidate-*.png"))) == 2
     methods = [r["method"] for r in json.loads((tmp_path / "generation/generation.json").read_text())["rows"]]
     assert "ragar + best-of-2" in methods and "ragar" in methods
+    # the wall time of each step, printed and written: which step spends make demo's 10 minutes
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    names = [s["stage"] for s in timings["stages"]]
+    assert names[0].startswith("world") and names[-1].startswith("replay (") and len(names) == 8, names
+    assert all(s["seconds"] > 0 for s in timings["stages"])
+    assert sum(s["seconds"] for s in timings["stages"]) <= timings["total_s"] + 0.1 * len(names)
+    assert "wall time by step" in r.output and "rankers trained" in r.output
     # a second demo starts from the world step; that step alone, not the whole demo again (65 s)
     from ragar.cli.common import get_config
     from ragar.cli.world import _build_world_cached
