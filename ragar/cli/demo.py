@@ -71,9 +71,8 @@ def _write_timings(stages: list[dict], total: float, out: Path, cfg: RagarConfig
     from ragar.cli.common import provenance
 
     rows = [*stages, {"stage": "all of ragar demo (the steps and what runs between them)", "seconds": round(total, 1)}]
-    for r in rows:
-        r["share"] = f"{r['seconds'] / total:.0%}" if total > 0 else "-"
-    print_table(rows, title="demo: wall time by step")
+    print_table([{**r, "share": f"{r['seconds'] / total:.0%}" if total > 0 else "-"} for r in rows],
+                title="demo: wall time by step")
     write_json({"stages": stages, "total_s": round(total, 1), "provenance": provenance(cfg)}, out / "timings.json")
 
 
