@@ -58,6 +58,12 @@ def _run(cmd: list[str], out: Path, threads: int) -> dict:
             "threads": [x["torch_threads"] for x in timing]}
 
 
+def _threads(n: int) -> str:
+    """The label's thread count, which follows the machine's cores (the rows were "x 1 thread" literals,
+    true on 2 cores only)."""
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
 def run(quick: bool = False) -> list[Row]:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -79,8 +85,8 @@ def run(quick: bool = False) -> list[Row]:
     out.mkdir(exist_ok=True)
     (out / f"scaleout-{config}.json").write_text(json.dumps({"one_process": one, "two_processes": two}, indent=2))
     return [
-        Row(name, "users/s, 2 processes x 1 thread", two["users_per_s"], "users/s", "1 process x 2 threads",
-            one["users_per_s"]),
+        Row(name, f"users/s, 2 processes x {_threads(cores // 2)}", two["users_per_s"], "users/s",
+            f"1 process x {_threads(cores)}", one["users_per_s"]),
         Row(name, "users/s end to end, 2 processes", two["users_per_s_end_to_end"], "users/s",
             "1 process, end to end", one["users_per_s_end_to_end"]),
         Row(name, "peak RSS of the largest process, 2 processes", two["peak_rss_gib"], "GiB", "1 process",
