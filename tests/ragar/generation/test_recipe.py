@@ -79,18 +79,17 @@ def test_the_recipe_runs_without_the_packages_that_cannot_travel(exported, tmp_p
     assert prov["command"].startswith("python -m ragar.generation.recipe") and prov["date"]
 
 
-def test_a_recipes_stages_release_with_their_own_records(exported, tmp_path):
+def test_a_recipes_stages_release_with_their_own_records(exported, tmp_path, monkeypatch):
     """scripts/release_generator.py: the pipeline from the stages' directories (stage 3's UNet,
     stage 2's decoder) in float16, and a provenance.json whose numbers are the ones each stage's
     training.json recorded, in the order the stages ran."""
-    import sys
 
     from safetensors.torch import load_file
 
     from ragar.generation.pipeline import RagarPipeline
     from tests.test_device_check import ROOT
 
-    sys.path.insert(0, str(ROOT / "scripts"))
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # undone after the test
     import release_generator
 
     run(exported, tmp_path / "run", budget_s=0, device="cpu", workers=1, fixed_steps=[3, 2, 4])
@@ -132,14 +131,13 @@ def test_a_release_names_the_stage_that_has_not_finished(tmp_path):
     assert not (tmp_path / "release").exists()
 
 
-def test_a_stage_command_is_rebuilt_with_its_options():
+def test_a_stage_command_is_rebuilt_with_its_options(monkeypatch):
     """`ragar train` records its program name and each option's value as text; the release's
     ``trained_by`` must give the whole command, or nobody can rerun a stage from it."""
-    import sys
 
     from tests.test_device_check import ROOT
 
-    sys.path.insert(0, str(ROOT / "scripts"))
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # undone after the test
     from release_generator import command_line
 
     params = {"data": "runs/demo/world", "out": "runs/x", "steps": "1200", "max_pairs": "None", "rank_task": "False",
