@@ -283,9 +283,16 @@ def _noise_schedule(cfg: GeneratorConfig, latent: bool):
 
 def _write_progress(out: Path, done: int, cfg: GeneratorConfig, unet, adapter, vae, pairs: GeneratorPairs, opt, ema,
                     losses: list, rank_log: list) -> None:
-    """The sample grid and the checkpoint due after step ``done``, if any."""
+    """The sample grid and the checkpoint due after step ``done``, if any. The grid is drawn with the
+    EMA weights, the ones a release ships, and the training weights are put back after it."""
     if done % cfg.sample_every == 0:
-        sample_grid(unet, adapter, pairs, cfg, vae=vae).save(out / f"samples-{done}.png")
+        params = [*unet.parameters(), *adapter.parameters()]
+        ema.store(params)
+        ema.copy_to(params)
+        try:
+            sample_grid(unet, adapter, pairs, cfg, vae=vae).save(out / f"samples-{done}.png")
+        finally:
+            ema.restore(params)
     if done % cfg.checkpoint_every == 0 or done == cfg.steps:
         save_checkpoint(out / f"checkpoint-{done}", done, unet, adapter, opt, ema, losses, rank_log)
 

@@ -242,3 +242,23 @@ def test_init_from_a_checkpoint_takes_its_ema_weights(pairs, tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     for a, b in zip(adapter.state_dict().values(), released.adapter.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_the_sample_grid_shows_the_ema_weights_and_leaves_training_alone(pairs, tmp_path):
+    """A grid drawn during training is what a release at that step would give (its EMA weights),
+    and drawing it changes nothing in the run."""
+    from PIL import Image
+
+    from ragar.generation.pipeline import RagarPipeline
+    from ragar.generation.train import sample_grid
+
+    cfg = {**TINY, "steps": 6, "ema_decay": 0.9, "learning_rate": 1e-2}
+    train_generator(pairs, tmp_path / "g", GeneratorConfig(**{**cfg, "sample_every": 3}), progress=False)
+    train_generator(pairs, tmp_path / "plain", GeneratorConfig(**cfg), progress=False)
+    released = RagarPipeline.from_pretrained(tmp_path / "g")
+    want = np.asarray(sample_grid(released.unet, released.adapter, pairs, GeneratorConfig(**cfg))).astype(int)
+    grid = np.asarray(Image.open(tmp_path / "g" / "samples-6.png")).astype(int)
+    assert np.abs(grid - want).max() <= 1
+    plain = RagarPipeline.from_pretrained(tmp_path / "plain")
+    for a, b in zip(released.unet.state_dict().values(), plain.unet.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
