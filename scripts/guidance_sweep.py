@@ -1,0 +1,93 @@
+"""Guidance scales against issue #19's identity and preference bars, on the shipped generator.
+
+``ragar eval generation`` renders five methods a setting; this renders RAGAR's row alone for each
+(reference, preference) guidance pair, on the same requests and seeds, and adds the perfect answer
+once (the ceiling NearID cos is read against). Each setting is compared with the first one (the
+shipped scales) per request, so the differences carry paired bootstrap intervals.
+
+    python scripts/guidance_sweep.py --requests 60 --scales 3,6 5,6 3,4 5,8 --out runs/results/guidance-sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ragar.provenance import record_start, run_record  # noqa: E402
+
+COLUMNS = ("identity_cos", "parts_kept", "category_kept", "utility", "ideal_palette")
+
+
+def _pair(text: str) -> tuple[float, float]:
+    ref, pref = (float(x) for x in text.split(","))
+    return ref, pref
+
+
+def main(argv: list[str] | None = None) -> dict:
+    record_start()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=Path("runs/demo/world"))
+    ap.add_argument("--rankers", type=Path, default=Path("runs/demo/rankers"))
+    ap.add_argument("--requests", type=int, default=60)
+    ap.add_argument("--scales", type=_pair, nargs="+", default=[(3.0, 6.0), (5.0, 6.0), (3.0, 4.0), (5.0, 8.0)],
+                    help="reference,preference pairs; the first is the one the others are compared with")
+    ap.add_argument("--config", default="demo")
+    ap.add_argument("--out", type=Path, default=Path("runs/results/guidance-sweep"))
+    a = ap.parse_args(argv)
+
+    from eval.generation import PERFECT_ROW, Method, evaluate_generation, sample_requests
+    from eval.metrics.intervals import bootstrap_ci, paired_bootstrap_ci
+    from ragar.cli.common import _personalizer, get_config, get_runtime
+    from ragar.generation.loading import DEMO_ATTRIBUTE_READER
+    from recsys.world.attributes import AttributeReader
+    from recsys.world.oracle import World
+
+    cfg = get_config(a.config, None, None)
+    world = World(a.data)
+    rt = get_runtime(cfg)
+    reader = AttributeReader.from_pretrained(DEMO_ATTRIBUTE_READER).to(rt.device, rt.dtype)
+    personalizer = _personalizer(cfg, a.data, None, a.rankers)
+    requests = sample_requests(world, a.requests, 0)
+    per, rows = {}, []
+    for i, (ref, pref) in enumerate(a.scales):
+        personalizer.config = cfg.generation.model_copy(
+            update={"reference_guidance_scale": ref, "preference_guidance_scale": pref})
+        name = f"ragar ({ref:g}, {pref:g})"
+        res = evaluate_generation(world, reader, [Method(name, personalizer, "ragar")], requests,
+                                  ideal_item_row=False)
+        per[name] = res["per_request"][name]
+        if i == 0:
+            per[PERFECT_ROW] = res["per_request"][PERFECT_ROW]
+            rows.append(_row(PERFECT_ROW, None, per[PERFECT_ROW], bootstrap_ci))
+        rows.append(_row(name, (ref, pref), per[name], bootstrap_ci))
+    first = f"ragar ({a.scales[0][0]:g}, {a.scales[0][1]:g})"
+    diffs = [{"method": n, "versus": first, "metric": k,
+              **dict(zip(("diff", "lo", "hi"), paired_bootstrap_ci(np.asarray(per[n][k], float),
+                                                                     np.asarray(per[first][k], float)), strict=True))}
+             for n in per if n not in (first, PERFECT_ROW) for k in COLUMNS]
+    out = {"requests": a.requests, "rows": rows, "differences": diffs,
+           "provenance": run_record("python scripts/guidance_sweep.py", argv)}
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "guidance_sweep.json").write_text(json.dumps(out, indent=2))
+    for r in rows:
+        print(r["method"], " ".join(f"{k} {r[k]['mean']:.3f}" for k in COLUMNS))
+    return out
+
+
+def _row(name: str, scales: tuple[float, float] | None, per: dict, ci) -> dict:
+    row: dict = {"method": name, "scales": scales}
+    for k in COLUMNS:
+        mean, lo, hi = ci(np.asarray(per[k], dtype=float))
+        row[k] = {"mean": mean, "ci": [lo, hi]}
+    return row
+
+
+if __name__ == "__main__":
+    main()
