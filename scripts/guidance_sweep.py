@@ -2,10 +2,12 @@
 
 ``ragar eval generation`` renders five methods a setting; this renders RAGAR's row alone for each
 (reference, preference) guidance pair, on the same requests and seeds, and adds the perfect answer
-once (the ceiling NearID cos is read against). Each setting is compared with the first one (the
+once (the ceiling NearID cos is read against), and draws the first requests of every setting in one
+grid (``guidance_sweep.png``) to look at beside the numbers. Each setting is compared with the first one (the
 shipped scales) per request, so the differences carry paired bootstrap intervals.
 
-    python scripts/guidance_sweep.py --requests 60 --scales 3,6 5,6 3,4 5,8 --out runs/results/guidance-sweep
+    python scripts/guidance_sweep.py --requests 60 --scales 3,6 5,6 3,4 5,8 4,5 2,6 2,4 \
+        --out runs/results/guidance-sweep
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from ragar.provenance import record_start, run_record  # noqa: E402
 
+GRID = 10  # requests shown in the image grid
 COLUMNS = ("identity_cos", "parts_kept", "category_kept", "utility", "ideal_palette")
 
 
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     reader = AttributeReader.from_pretrained(DEMO_ATTRIBUTE_READER).to(rt.device, rt.dtype)
     personalizer = _personalizer(cfg, a.data, None, a.rankers)
     requests = sample_requests(world, a.requests, 0)
-    per, rows = {}, []
+    per, rows, grid = {}, [], {}
     for i, (ref, pref) in enumerate(a.scales):
         personalizer.config = cfg.generation.model_copy(
             update={"reference_guidance_scale": ref, "preference_guidance_scale": pref})
@@ -63,8 +66,11 @@ def main(argv: list[str] | None = None) -> dict:
         res = evaluate_generation(world, reader, [Method(name, personalizer, "ragar")], requests,
                                   ideal_item_row=False)
         per[name] = res["per_request"][name]
+        grid[name] = res["images"][name][:GRID]
         if i == 0:
             per[PERFECT_ROW] = res["per_request"][PERFECT_ROW]
+            grid = {"reference": _references(world, requests), PERFECT_ROW: res["images"][PERFECT_ROW][:GRID],
+                    name: grid[name]}
             rows.append(_row(PERFECT_ROW, None, per[PERFECT_ROW], bootstrap_ci))
         rows.append(_row(name, (ref, pref), per[name], bootstrap_ci))
     first = f"ragar ({a.scales[0][0]:g}, {a.scales[0][1]:g})"
@@ -76,9 +82,35 @@ def main(argv: list[str] | None = None) -> dict:
            "provenance": run_record("python scripts/guidance_sweep.py", argv)}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "guidance_sweep.json").write_text(json.dumps(out, indent=2))
+    _grid_image(grid).save(a.out / "guidance_sweep.png")
     for r in rows:
         print(r["method"], " ".join(f"{k} {r[k]['mean']:.3f}" for k in COLUMNS))
     return out
+
+
+def _references(world, requests) -> np.ndarray:
+    from recsys.data.images import load_rgb
+
+    paths = dict(zip(world.items["item_id"], world.items["image"], strict=True))
+    return np.stack([load_rgb(world.root / paths[i]) for i in requests["reference_item_id"].head(GRID)])
+
+
+def _grid_image(rows: dict[str, np.ndarray], scale: int = 3):
+    """One row per setting (the reference and the perfect answer first), the first requests across,
+    each image scaled up so a person can judge it; the row's name on its left."""
+    from PIL import Image, ImageDraw
+
+    side = next(iter(rows.values())).shape[1] * scale
+    label = 170
+    cols = max(len(images) for images in rows.values())
+    img = Image.new("RGB", (label + cols * side, len(rows) * side), "white")
+    draw = ImageDraw.Draw(img)
+    for r, (name, images) in enumerate(rows.items()):
+        draw.text((6, r * side + side // 2 - 6), name.replace(" (world render)", ""), fill="black")
+        for c, im in enumerate(images):
+            tile = Image.fromarray(np.asarray(im, dtype=np.uint8)).resize((side, side), Image.NEAREST)
+            img.paste(tile, (label + c * side, r * side))
+    return img
 
 
 def _row(name: str, scales: tuple[float, float] | None, per: dict, ci) -> dict:
