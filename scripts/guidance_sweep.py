@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                                      np.asarray(per[first][k], float)), strict=True))}
              for n in per if n not in (first, PERFECT_ROW) for k in COLUMNS]
     out = {"requests": a.requests, "rows": rows, "differences": diffs,
-           "provenance": run_record("python scripts/guidance_sweep.py", argv)}
+           "provenance": {**run_record("python scripts/guidance_sweep.py", argv),
+                          "config": {"generation": cfg.generation.model_dump(), "scales": a.scales}}}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "guidance_sweep.json").write_text(json.dumps(out, indent=2))
     _grid_image(grid).save(a.out / "guidance_sweep.png")
