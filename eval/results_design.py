@@ -1,16 +1,16 @@
 """Tables of the measurements that chose a design or check a budget, rather than measure the shipped
 product's quality: the world's sizes (docs/WORLD.md), the UNet variants' training speed
-(docs/GENERATION.md), the NearID ablation (docs/EVALUATION.md), the LoRA sweep
-(docs/PERSONALIZED_ENCODER.md), the large world's memory (docs/SCALING.md). Each is rendered from
-the JSON its script writes, with the command, commit and date that produced it, like every other
-table (:mod:`eval.results_tables`)."""
+(docs/GENERATION.md), the guidance sweep (docs/GENERATION.md), the NearID ablation
+(docs/EVALUATION.md), the LoRA sweep (docs/PERSONALIZED_ENCODER.md), the large world's memory
+(docs/SCALING.md). Each is rendered from the JSON its script writes, with the command, commit and
+date that produced it, like every other table (:mod:`eval.results_tables`)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
 
-from eval.results_renderers import _fmt, _source
+from eval.results_renderers import _ci, _fmt, _source
 
 
 def _duration(seconds: float) -> str:
@@ -82,6 +82,28 @@ def lora_sweep_table(d: dict) -> str:
     return "\n".join(out) + f"\n\nMeans over the first {d['identities']} held-out identities. {_source(d)}\n"
 
 
+def guidance_sweep_table(d: dict) -> str:
+    """docs/GENERATION.md: ``scripts/guidance_sweep.py`` (RAGAR's row at each pair of guidance scales,
+    the perfect answer as the ceiling, differences paired per request against the shipped scales)."""
+    perfect = d["rows"][0]
+    ceiling = perfect["identity_cos"]["mean"]
+    diffs = {(x["method"], x["metric"]): x for x in d["differences"]}
+    out = ["| guidance (reference, preference) | NearID cos (of the perfect answer's) | parts kept | category kept "
+           "| oracle utility | ideal palette | NearID cos, paired | ideal palette, paired |", "|---|" + "---|" * 7]
+    for i, r in enumerate(d["rows"]):
+        name = "perfect answer (world render)" if r["scales"] is None else "({:g}, {:g})".format(*r["scales"])
+        cells = [name, f"{_fmt(r['identity_cos']['mean'])} ({r['identity_cos']['mean'] / ceiling:.0%})",
+                 *(_fmt(r[k]["mean"]) for k in ("parts_kept", "category_kept", "utility", "ideal_palette"))]
+        for k in ("identity_cos", "ideal_palette"):
+            x = diffs.get((r["method"], k))
+            cells.append("—" if x is None else f"{_fmt(x['diff'], sign=True)} {_ci((x['lo'], x['hi']), sign=True)}")
+        if i == 1:  # the shipped scales, which the others are paired with
+            cells = [f"**{c}**" if c != "—" else c for c in cells]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + (f"\n\nMeans over the first {d['requests']} requests of the generation comparison (same "
+                             f"seeds); paired: against the shipped scales, 95% bootstrap. {_source(d)}\n")
+
+
 def large_world_memory_table(ds: dict) -> str:
     """docs/SCALING.md: ``scripts/large_world_memory.py``'s steps and the scale-out suite's
     ``generate-batch`` rows (``benchmarks/results/scaleout.json``) against the memory budget."""
@@ -112,5 +134,5 @@ def large_world_memory_table(ds: dict) -> str:
 DESIGN_TABLES: dict[str, Callable[[dict], str]] = {
     "world_sizes_table": world_sizes_table, "unet_speed_table": unet_speed_table,
     "nearid_ablation_table": nearid_ablation_table, "lora_sweep_table": lora_sweep_table,
-    "large_world_memory_table": large_world_memory_table,
+    "large_world_memory_table": large_world_memory_table, "guidance_sweep_table": guidance_sweep_table,
 }

@@ -90,6 +90,11 @@ COMMANDS = {
     "docs/results/lora_sweep.json": (
         ["python", "scripts/lora_sweep.py", "--out", "runs/results/lora-sweep"],
         "runs/results/lora-sweep/lora_sweep.json"),
+    # RAGAR's row at other guidance scales than the shipped (3, 6), on 60 requests (docs/GENERATION.md)
+    "docs/results/guidance_sweep.json": (
+        ["python", "scripts/guidance_sweep.py", "--requests", "60", "--scales", "3,6", "5,6", "3,4", "5,8", "4,5",
+         "2,6", "2,4", "--out", "runs/results/guidance-sweep"],
+        "runs/results/guidance-sweep/guidance_sweep.json"),
     # peak memory of the steps that read the large world (docs/SCALING.md; 35 minutes on 2 cores)
     "docs/results/large_world_memory.json": (
         ["python", "scripts/large_world_memory.py", "--demo", "runs/demo/world", "--out",
@@ -126,7 +131,9 @@ FIGURES = {"docs/results/replay.json": [("runs/results/replay/tradeoff.png", "do
            "docs/results/generation.json": [
                ("runs/results/generation/one_reference_many_users.png", "docs/img/one_reference_many_users.png"),
                ("runs/results/generation/methods_grid.png", "docs/img/generation_methods_grid.png")],
-           "docs/results/ab_simulation.json": [("runs/results/ab-sim/timeline.png", "docs/img/ab-sim.png")]}
+           "docs/results/ab_simulation.json": [("runs/results/ab-sim/timeline.png", "docs/img/ab-sim.png")],
+           "docs/results/guidance_sweep.json": [("runs/results/guidance-sweep/guidance_sweep.png",
+                                                 "docs/img/guidance_sweep.png")]}
 # each benchmark suite writes its own JSON in place (benchmarks/run.py)
 COMMANDS |= {f"benchmarks/results/{suite}.json": (["python", "-m", "benchmarks.run", "--only", suite],
                                                   f"benchmarks/results/{suite}.json") for suite in SUITES}

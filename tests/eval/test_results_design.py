@@ -82,3 +82,25 @@ def test_the_large_world_table_reads_its_steps_and_the_scaleout_suite():
     assert "on 192 users, 1 process (scale-out suite) | 3 min 12 s | 4.30 GiB | 8 GiB |" in t
     assert "| the same, 2 processes under `accelerate launch` | 2 min 40 s | 4.40 GiB each | 8 GiB a process |" in t
     assert "`python -m benchmarks.run --only scaleout` (commit 89abcde" in t
+
+
+def test_the_guidance_table_reads_identity_against_the_perfect_answer_and_pairs_with_the_shipped_scales():
+    from eval.results_design import guidance_sweep_table
+
+    def row(method, scales, ident, palette):
+        vals = {"identity_cos": ident, "parts_kept": 0.8, "category_kept": 1.0, "utility": 1.6,
+                "ideal_palette": palette}
+        return {"method": method, "scales": scales, **{k: {"mean": v, "ci": [v, v]} for k, v in vals.items()}}
+
+    d = {"requests": 60, "provenance": PROV | {"command": "python scripts/guidance_sweep.py"},
+         "rows": [row("perfect answer (world render)", None, 0.9, 1.0), row("ragar (3, 6)", [3.0, 6.0], 0.81, 0.65),
+                  row("ragar (2.5, 4)", [2.5, 4.0], 0.846, 0.55)],
+         "differences": [{"method": "ragar (2.5, 4)", "versus": "ragar (3, 6)", "metric": "identity_cos",
+                          "diff": 0.036, "lo": 0.01, "hi": 0.05},
+                         {"method": "ragar (2.5, 4)", "versus": "ragar (3, 6)", "metric": "ideal_palette",
+                          "diff": -0.1, "lo": -0.2, "hi": -0.02}]}
+    t = guidance_sweep_table(d)
+    assert "| perfect answer (world render) | 0.900 (100%) | 0.800 | 1.000 | 1.600 | 1.000 | — | — |" in t
+    assert "| **(3, 6)** | **0.810 (90%)** | **0.800** |" in t and "| **0.650** | — | — |" in t
+    assert "| (2.5, 4) | 0.846 (94%) |" in t and "| +0.036 [+0.010, +0.050] | −0.100 [−0.200, −0.020] |" in t
+    assert "first 60 requests" in t and "`python scripts/guidance_sweep.py`" in t
