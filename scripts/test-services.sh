@@ -8,8 +8,11 @@ command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} from Debian" >&2
-  apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+  # another apt (an interrupted earlier run's, the machine's own) may hold dpkg's lock: wait for it
+  # rather than fail, which left CI without PostgreSQL once
+  lock=(-o DPkg::Lock::Timeout=600)
+  apt-get "${lock[@]}" update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" install -y -qq --no-install-recommends "${need[@]}" >&2
 fi
 line=$(pg_lsclusters -h | head -n1)
 if [ -z "$line" ]; then
