@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import torch
 
 from ragar.distributed import Processes, ShardedJob, stable_seed, unit_of, units_for
 from serving.server import free_port
@@ -165,7 +166,12 @@ def test_two_process_generator_training_matches_one_process(tiny_world, tmp_path
     assert two["final_loss"] == pytest.approx(one["final_loss"], abs=1e-5)
     a, b = (load_file(str(tmp_path / d / "unet" / "diffusion_pytorch_model.safetensors")) for d in ("one", "two"))
     assert a.keys() == b.keys()
-    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
+    diff = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+    # Adam turns a gradient into a step of about lr whatever its size, so an entry whose gradient is
+    # near zero can step differently when the two processes sum in another order (CI saw 1.2e-4 once
+    # on one entry). Rounding touches a handful of entries; a wrong averaging would move most of them.
+    assert float((diff > 1e-5).float().mean()) < 1e-3
+    assert float(diff.max()) < 2 * 4 * 2e-4  # at most lr (2e-4) a step in each run, 4 steps
 
 
 def test_two_process_ranker_training_matches_one_process(tiny_world, tmp_path):
