@@ -267,7 +267,7 @@ def request_costs(ds: dict) -> str:
            f"| the API under load (32 clients, micro-batching, 1 image a request) | {rps['value']:.2f} requests/s, "
            f"p50 {p50['value']:.1f} s | the generator |",
            f"| `generate-batch` on the large world, 1 image a user | {so['value']:.2f} users/s on "
-           f"{_setup(so['metric'].split(', ', 1)[1])} vs {so['baseline_value']:.2f} on {_setup(so['baseline'])} "
+           f"{_setups(so)[1]} vs {so['baseline_value']:.2f} on {_setups(so)[0]} "
            f"(**{so['ratio']:.2f}×**) | "
            "processes × devices |", "",
            f"Generation is about {100 - share * 100:.0f}% of a request.", "",
@@ -275,17 +275,18 @@ def request_costs(ds: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def _setup(label: str) -> str:
-    """A scale-out row's "2 processes x 1 thread" as the docs print it; the bench writes the thread counts
-    of the machine it ran on."""
-    return label.replace(" x ", " × ")
+def _setups(row: dict) -> tuple[str, str]:
+    """A scale-out row's (baseline, measured) set-ups as the docs print them, "1 process × 2 threads"
+    and "2 processes × 1 thread": the bench writes the thread counts of the machine it ran on."""
+    one, two = row["baseline"], row["metric"].split(", ", 1)[1]
+    return one.replace(" x ", " × "), two.replace(" x ", " × ")
 
 
 def scaleout_table(d: dict) -> str:
     """docs/SCALING.md: ``generate-batch`` on 1 process against 2 (``benchmarks/results/scaleout.json``)."""
     window, e2e = _bench_row(d, "users/s, 2 processes"), _bench_row(d, "users/s end to end")
     rss = _bench_row(d, "peak RSS")
-    out = [f"| | {_setup(window['baseline'])} | {_setup(window['metric'].split(', ', 1)[1])} | ratio |",
+    out = ["| | {} | {} | ratio |".format(*_setups(window)),
            "|---|---|---|---|",
            f"| users/s over the generation window | {window['baseline_value']:.2f} | {window['value']:.2f} | "
            f"**{window['ratio']:.2f}×** |",

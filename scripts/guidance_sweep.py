@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     a = ap.parse_args(argv)
 
     from eval.generation import PERFECT_ROW, Method, evaluate_generation, sample_requests
-    from eval.metrics.intervals import bootstrap_ci, paired_bootstrap_ci
+    from eval.metrics.intervals import paired_bootstrap_ci
     from ragar.cli.common import _personalizer, get_config, get_runtime
     from ragar.generation.loading import DEMO_ATTRIBUTE_READER
     from recsys.world.attributes import AttributeReader
@@ -67,12 +67,13 @@ def main(argv: list[str] | None = None) -> dict:
                                   ideal_item_row=False)
         per[name] = res["per_request"][name]
         grid[name] = res["images"][name][:GRID]
+        found = {r["method"]: r for r in res["rows"]}  # means and 95% intervals, as the evaluation's table has them
         if i == 0:
             per[PERFECT_ROW] = res["per_request"][PERFECT_ROW]
             grid = {"reference": _references(world, requests), PERFECT_ROW: res["images"][PERFECT_ROW][:GRID],
                     name: grid[name]}
-            rows.append(_row(PERFECT_ROW, None, per[PERFECT_ROW], bootstrap_ci))
-        rows.append(_row(name, (ref, pref), per[name], bootstrap_ci))
+            rows.append({**found[PERFECT_ROW], "scales": None})
+        rows.append({**found[name], "scales": (ref, pref)})
     first = f"ragar ({a.scales[0][0]:g}, {a.scales[0][1]:g})"
     diffs = [{"method": n, "versus": first, "metric": k,
               **dict(zip(("diff", "lo", "hi"), paired_bootstrap_ci(np.asarray(per[n][k], float),
@@ -112,14 +113,6 @@ def _grid_image(rows: dict[str, np.ndarray], scale: int = 3):
             tile = Image.fromarray(np.asarray(im, dtype=np.uint8)).resize((side, side), Image.NEAREST)
             img.paste(tile, (label + c * side, r * side))
     return img
-
-
-def _row(name: str, scales: tuple[float, float] | None, per: dict, ci) -> dict:
-    row: dict = {"method": name, "scales": scales}
-    for k in COLUMNS:
-        mean, lo, hi = ci(np.asarray(per[k], dtype=float))
-        row[k] = {"mean": mean, "ci": [lo, hi]}
-    return row
 
 
 if __name__ == "__main__":
